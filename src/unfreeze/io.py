@@ -1,0 +1,69 @@
+"""Atomic file writes (temp file in the same folder, then rename) and small format helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    The temporary name keeps the final suffix (Keras insists on ``.keras``). On error the
+    temporary file is removed and the previous ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``path``."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented, key-sorted JSON, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_parquet(path: str | Path, table: pa.Table) -> Path:
+    """Write an Arrow table to Parquet, atomically."""
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    return pq.read_table(path)
+
+
+def _json_default(value: Any) -> Any:
+    """Make numpy scalars and paths JSON-serialisable."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

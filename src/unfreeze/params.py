@@ -1,0 +1,259 @@
+"""Typed, frozen parameters loaded from ``params.yaml``.
+
+Every section of ``params.yaml`` maps to one frozen dataclass. Loading checks types, unknown
+keys and ranges before any data is read, and every error names the key and the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
+MIN_IMAGE_SIZE = 75
+
+
+class ParamsError(ValueError):
+    """An invalid value in params.yaml; the message names the key and the value."""
+
+
+def _fail(key: str, value: Any, expected: str) -> typing.NoReturn:
+    raise ParamsError(f"params: `{key}` must be {expected}, got {value!r}")
+
+
+def _check_fraction(key: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    if not low < value < high:
+        _fail(key, value, f"a number strictly between {low} and {high}")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the images come from. ``source`` is ``elpv`` (demo package) or a folder path."""
+
+    source: str = "elpv"
+    elpv_labels: Literal["binary", "four_class"] = "binary"
+    on_bad_file: Literal["skip", "fail"] = "skip"
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            _fail("data.source", self.source, "`elpv` or a path to a folder of class subfolders")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Fractions of the held-out test and validation splits, and optional grouping column."""
+
+    test: float = 0.2
+    val: float = 0.1
+    group_by: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_fraction("split.test", self.test, 0.0, 0.9)
+        _check_fraction("split.val", self.val, 0.0, 0.9)
+        if self.test + self.val >= 0.9:
+            _fail("split.test + split.val", self.test + self.val, "below 0.9 (train needs images)")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """InceptionV3 base and classification head."""
+
+    image_size: int = 299
+    weights: str | None = "imagenet"
+    hidden_units: int = 1024
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.image_size < MIN_IMAGE_SIZE:
+            _fail("model.image_size", self.image_size, f"an integer >= {MIN_IMAGE_SIZE}")
+        if self.hidden_units < 1:
+            _fail("model.hidden_units", self.hidden_units, "an integer >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            _fail("model.dropout", self.dropout, "a number in [0, 1)")
+        if self.weights is not None and not self.weights.strip():
+            _fail("model.weights", self.weights, "`imagenet`, a path to a weights file, or null")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Training-time augmentation; the defaults are the classic ImageDataGenerator recipe.
+
+    ``rotation`` and ``shear`` are in degrees (as ImageDataGenerator's ``rotation_range`` and
+    ``shear_range``); shifts are fractions of width/height; ``zoom`` 0.2 means scale in [0.8, 1.2].
+    """
+
+    rotation: float = 40.0
+    width_shift: float = 0.2
+    height_shift: float = 0.2
+    shear: float = 0.2
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    fill_mode: Literal["nearest", "reflect", "constant", "wrap"] = "nearest"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rotation <= 180.0:
+            _fail("augment.rotation", self.rotation, "degrees in [0, 180]")
+        if not 0.0 <= self.shear < 90.0:
+            _fail("augment.shear", self.shear, "degrees in [0, 90)")
+        for name in ("width_shift", "height_shift", "zoom"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                _fail(f"augment.{name}", value, "a fraction in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PhaseParams:
+    """Fields shared by both training phases."""
+
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    patience: int = 3
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+
+    def _check(self, section: str) -> None:
+        if self.epochs < 1:
+            _fail(f"{section}.epochs", self.epochs, "an integer >= 1")
+        if not 0.0 < self.learning_rate < 1.0:
+            _fail(f"{section}.learning_rate", self.learning_rate, "a number in (0, 1)")
+        if self.batch_size < 1:
+            _fail(f"{section}.batch_size", self.batch_size, "an integer >= 1")
+        if self.patience < 0:
+            _fail(f"{section}.patience", self.patience, "an integer >= 0 (0 disables early stop)")
+
+
+@dataclass(frozen=True)
+class HeadParams(PhaseParams):
+    """Phase one: frozen base, new head."""
+
+    class_weight: Literal["balanced"] | None = None
+
+    def __post_init__(self) -> None:
+        self._check("head")
+
+
+@dataclass(frozen=True)
+class FinetuneParams(PhaseParams):
+    """Phase two: unfreeze the top of the base from a block name or a number of top layers."""
+
+    epochs: int = 10
+    learning_rate: float = 1e-4
+    unfreeze_from: str | int = "mixed9"
+    class_weight: Literal["balanced"] | None = None
+
+    def __post_init__(self) -> None:
+        self._check("finetune")
+        if isinstance(self.unfreeze_from, int):
+            if self.unfreeze_from < 1:
+                _fail("finetune.unfreeze_from", self.unfreeze_from, "a number of layers >= 1")
+        elif self.unfreeze_from not in INCEPTION_BLOCKS:
+            _fail(
+                "finetune.unfreeze_from",
+                self.unfreeze_from,
+                f"one of {', '.join(INCEPTION_BLOCKS)} or a number of top layers",
+            )
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Test-set evaluation."""
+
+    batch_size: int = 64
+    positive_class: str | None = None  # binary tasks; null = the rarer class of the test split
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            _fail("evaluate.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All parameters of the pipeline, one field per params.yaml section."""
+
+    seed: int = 42
+    data: DataParams = field(default_factory=DataParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    head: HeadParams = field(default_factory=HeadParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _matches(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(a, value) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively."""
+    if not isinstance(raw, dict):
+        _fail(prefix.rstrip("."), raw, "a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(
+            f"params: unknown key `{prefix}{unknown[0]}` (value {raw[unknown[0]]!r}); "
+            f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{key}.")
+        elif not _matches(tp, value):
+            _fail(key, value, _type_name(tp))
+        else:
+            kwargs[name] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def params_from_dict(raw: dict[str, Any] | None) -> Params:
+    """Validate a parsed params mapping and return the typed, frozen :class:`Params`."""
+    return _build(Params, raw or {}, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read ``params.yaml`` with a safe YAML loader and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"params: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params: {path} is not valid YAML: {exc}") from None
+    try:
+        return params_from_dict(raw)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None

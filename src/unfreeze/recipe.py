@@ -1,0 +1,41 @@
+"""The two-phase fine-tuning recipe, readable in a few lines.
+
+Phase one (``head``): build InceptionV3 + new head, base frozen, train the head.
+Phase two (``finetune``): unfreeze the top blocks (BatchNorm stays frozen and in inference
+mode), recompile at the lower learning rate, train again.
+Both the main stages and cross-validation folds call these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from unfreeze import model as model_lib
+from unfreeze import train
+from unfreeze.params import Params
+
+
+def phase_one(params: Params, data: train.TrainingData, report_dir: Path
+              ) -> tuple[keras.Model, dict]:
+    """Train a new head on the frozen base; return the full model and the phase summary."""
+    keras.utils.set_random_seed(params.seed)
+    model = model_lib.build(params.model, len(data.classes))
+    model_lib.compile_for(model, params.head)
+    summary = train.fit_phase(model, data, params.head, params.augment,
+                              params.model.image_size, params.seed, report_dir)
+    return model, summary
+
+
+def phase_two(params: Params, model: keras.Model, data: train.TrainingData, report_dir: Path
+              ) -> tuple[keras.Model, dict]:
+    """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``."""
+    keras.utils.set_random_seed(params.seed + 1)
+    n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
+    model_lib.compile_for(model, params.finetune)
+    image_size = model.input_shape[1]
+    summary = train.fit_phase(model, data, params.finetune, params.augment, image_size,
+                              params.seed + 1, report_dir)
+    summary["unfrozen_layers_with_weights"] = n_unfrozen
+    return model, summary

@@ -1,0 +1,37 @@
+"""DVC stage `head` (phase one): frozen InceptionV3 base, train a new classification head."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unfreeze.runtime import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--splits", required=True, help="input Parquet splits table")
+    parser.add_argument("--model-dir", required=True, help="output folder: model.keras + meta")
+    parser.add_argument("--report-dir", required=True, help="output folder: dvclive metrics")
+    args = parser.parse_args(argv)
+    return stage_main("head", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> None:
+    from unfreeze import data as data_lib
+    from unfreeze import recipe, train
+    from unfreeze.params import load_params
+
+    params = load_params(args.params)
+    table, root, source = data_lib.load_splits(args.splits)
+    data = train.training_rows(table, root)
+    model, summary = recipe.phase_one(params, data, Path(args.report_dir))
+    meta = train.phase_meta(data.classes, params.model.image_size, source, "head",
+                            params.head, summary)
+    train.save_model(model, Path(args.model_dir), meta)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+import numpy as np
+from PIL import Image
+
+from unfreeze import inputs
+from unfreeze.params import AugmentParams
+
+NO_AUGMENT = AugmentParams(rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0,
+                           horizontal_flip=False, vertical_flip=False)
+
+
+def test_grayscale_palette_and_alpha_decode_to_consistent_rgb(tmp_path):
+    Image.new("L", (10, 10), 77).save(tmp_path / "g.png")
+    Image.new("RGBA", (10, 10), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    pal = Image.new("P", (10, 10))
+    pal.putpalette([5, 6, 7] * 256)
+    pal.save(tmp_path / "p.png")
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "j.bmp")
+    images = inputs.load_images([str(tmp_path / n) for n in ("g.png", "a.png", "p.png", "j.bmp")],
+                                image_size=16)
+    assert images.shape == (4, 16, 16, 3) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], 77, atol=0.5)
+    np.testing.assert_allclose(images[1], np.broadcast_to([10, 20, 30], (16, 16, 3)), atol=0.5)
+    np.testing.assert_allclose(images[2], np.broadcast_to([5, 6, 7], (16, 16, 3)), atol=0.5)
+    np.testing.assert_allclose(images[3], np.broadcast_to([1, 2, 3], (16, 16, 3)), atol=0.5)
+
+
+def test_eval_dataset_keeps_every_sample_in_order(tmp_path):
+    paths = []
+    for i in range(7):
+        Image.new("L", (8, 8), i * 30).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    ds = inputs.make_dataset(paths, np.arange(7), image_size=8, batch_size=3)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[1]) for b in batches] == [3, 3, 1]  # last partial batch kept
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert labels.tolist() == list(range(7))
+    np.testing.assert_allclose(images[:, 0, 0, 0], np.arange(7) * 30, atol=0.5)  # aligned
+
+
+def test_shuffled_training_batches_keep_labels_attached_to_their_images(tmp_path):
+    paths = []
+    for i in range(10):
+        Image.new("L", (8, 8), i * 20).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    ds = inputs.make_dataset(paths, np.arange(10), image_size=8, batch_size=4, shuffle=True,
+                             seed=1, augment=NO_AUGMENT)
+    epoch1 = [(round(float(img[0, 0, 0]) / 20), int(lab)) for imgs, labs in ds
+              for img, lab in zip(imgs, labs, strict=True)]
+    epoch2 = [int(lab) for _, labs in ds for lab in labs]
+    assert all(value == label for value, label in epoch1)
+    assert sorted(lab for _, lab in epoch1) == list(range(10))
+    assert [lab for _, lab in epoch1] != list(range(10)) or epoch2 != list(range(10))
+
+
+def test_augmentation_changes_training_images_but_keeps_shape_and_range(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    path = [str(tmp_path / "x.png")] * 4
+    plain = next(iter(inputs.make_dataset(path, None, 32, 4))).numpy()
+    augmented = next(iter(inputs.make_dataset(path, None, 32, 4, augment=AugmentParams(),
+                                              seed=3))).numpy()
+    assert augmented.shape == plain.shape
+    assert augmented.min() >= 0 and augmented.max() <= 255.0 + 1e-3
+    assert not np.allclose(augmented, plain)
+    untouched = next(iter(inputs.make_dataset(path, None, 32, 4, augment=NO_AUGMENT))).numpy()
+    np.testing.assert_array_equal(untouched, plain)
+
+
+def test_augmenter_maps_imagedatagenerator_arguments():
+    aug = inputs.augmenter(AugmentParams(vertical_flip=True), seed=0)
+    kinds = {type(layer).__name__: layer for layer in aug.layers}
+    assert set(kinds) == {"RandomFlip", "RandomRotation", "RandomTranslation", "RandomShear",
+                          "RandomZoom"}
+    assert kinds["RandomFlip"].mode == "horizontal_and_vertical"
+    assert abs(kinds["RandomRotation"].factor[1] - 40 / 360) < 1e-9
+    assert kinds["RandomZoom"].fill_mode == "nearest"

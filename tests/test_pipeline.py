@@ -1,0 +1,141 @@
+"""End to end: the real `dvc repro` in a temporary copy of the project on a tiny config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import make_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"source": "data/images"},
+    "split": {"test": 0.25, "val": 0.25},
+    "model": {"image_size": 75, "weights": None, "hidden_units": 8},
+    "head": {"epochs": 1, "batch_size": 8},
+    "finetune": {"epochs": 1, "batch_size": 8},
+}
+
+
+def project_env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(project / "src")
+    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="3", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def run(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=project, env=project_env(project), capture_output=True,
+                          text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def repro(project: Path) -> list[str]:
+    """Run `dvc repro`; return the names of the stages that actually ran."""
+    out = run(project, sys.executable, "-m", "dvc", "repro").stdout
+    return re.findall(r"Running stage '([^']+)'", out)
+
+
+def set_params(project: Path, **changes: dict) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project (code, dvc.yaml, params.yaml, .dvc/config) with tiny images."""
+    proj = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, proj / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, proj / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (proj / "data").mkdir()
+    shutil.copy(ROOT / "data/images/.gitignore", proj / "data" / ".gitignore.images")
+    make_image_folder(proj / "data/images", {"cat": 12, "dog": 12}, size=48)
+    (proj / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
+    run(proj, "git", "init", "-q")
+    run(proj, sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy(ROOT / ".dvc/config", proj / ".dvc/config")
+    set_params(proj, **TINY)
+    run(proj, "git", "add", "-A")
+    run(proj, "git", "commit", "-qm", "tiny project")
+    return proj
+
+
+def test_repro_builds_every_output_then_reruns_only_what_changed(project):
+    assert repro(project) == ["prepare", "split", "head", "finetune", "evaluate"]
+
+    manifest = pq.read_table(project / "data/manifest.parquet").to_pylist()
+    assert len(manifest) == 25
+    assert {r["path"]: r["status"] for r in manifest}["cat/broken.jpg"] == "rejected"
+    report = json.loads((project / "reports/prepare/data.json").read_text())
+    assert report["classes"] == {"cat": 12, "dog": 12} and report["n_rejected"] == 1
+
+    splits = pq.read_table(project / "data/splits.parquet").to_pylist()
+    by = {s: {r["path"] for r in splits if r["split"] == s} for s in ("train", "val", "test")}
+    assert not (by["train"] & by["val"] or by["train"] & by["test"] or by["val"] & by["test"])
+    assert sum(map(len, by.values())) == 24 and len(by["test"]) == 6
+
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+                "average_precision"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["n_test"] == 6 and set(metrics["per_class"]) == {"cat", "dog"}
+    preds = pq.read_table(project / "reports/evaluate/predictions.parquet")
+    assert preds.num_rows == 6 and set(preds["path"].to_pylist()) == by["test"]
+    assert {"prob_cat", "prob_dog", "label", "predicted"} <= set(preds.column_names)
+    for name in ("confusion.png", "roc.png", "pr.png", "confusion.csv", "roc.csv", "pr.csv"):
+        assert (project / "reports/evaluate" / name).stat().st_size > 0
+    for phase in ("head", "finetune"):
+        meta = json.loads((project / f"models/{phase}/meta.json").read_text())
+        assert meta["classes"] == ["cat", "dog"] and meta["image_size"] == 75
+        assert json.loads((project / f"reports/{phase}/metrics.json").read_text())["n_train"] \
+            == len(by["train"])
+
+    shown = json.loads(run(project, sys.executable, "-m", "dvc", "metrics", "show",
+                           "--json").stdout)
+    assert "reports/evaluate/metrics.json" in json.dumps(shown)
+
+    # nothing changed: nothing runs
+    assert repro(project) == []
+
+    # only finetune.learning_rate changed: finetune and evaluate rerun, nothing else
+    set_params(project, finetune={"learning_rate": 5e-5})
+    assert repro(project) == ["finetune", "evaluate"]
+
+    # library code used only by evaluate changed: only evaluate reruns
+    with (project / "src/unfreeze/evaluate.py").open("a") as fh:
+        fh.write("\n# touched by the end-to-end test\n")
+    assert repro(project) == ["evaluate"]
+
+    # new images in the data folder: the pipeline notices and retrains
+    make_image_folder(project / "data/images", {"eel": 12}, size=48)
+    assert repro(project) == ["prepare", "split", "head", "finetune", "evaluate"]
+    metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"cat", "dog", "eel"}
+
+
+def test_invalid_params_stop_the_pipeline_with_a_clear_message(project, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(project, bad, ignore=shutil.ignore_patterns("models", "reports"))
+    set_params(bad, finetune={"unfreeze_from": "mixed42"})
+    proc = run(bad, sys.executable, "-m", "dvc", "repro", "-f", "prepare", check=False)
+    assert proc.returncode != 0
+    assert "finetune.unfreeze_from" in proc.stderr + proc.stdout
+    assert "'mixed42'" in proc.stderr + proc.stdout

@@ -1,0 +1,57 @@
+"""Static checks of dvc.yaml: each stage depends on exactly the library modules it imports."""
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from unfreeze.params import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def unfreeze_imports(path: Path) -> set[str]:
+    """Modules of the `unfreeze` package imported anywhere in a file (also inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("unfreeze"):
+            if node.module == "unfreeze":
+                found |= {f"unfreeze.{a.name}" for a in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("unfreeze.")}
+    return found
+
+
+def closure(path: Path) -> set[str]:
+    seen: set[str] = set()
+    todo = list(unfreeze_imports(path))
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        todo += unfreeze_imports(ROOT / "src" / (mod.replace(".", "/") + ".py"))
+    return {f"src/{m.replace('.', '/')}.py" for m in seen}
+
+
+def test_every_stage_depends_on_exactly_the_modules_it_uses():
+    for name, stage in SPEC.items():
+        script = f"stages/{name}.py"
+        assert script in stage["cmd"] and script in stage["deps"], name
+        declared = {d for d in stage["deps"] if d.startswith("src/")}
+        assert declared == closure(ROOT / script), name
+
+
+def test_params_sections_named_by_stages_exist():
+    fields = set(vars(Params()))
+    for name, stage in SPEC.items():
+        for p in stage.get("params", []):
+            assert p in fields, (name, p)
+
+
+def test_training_stages_do_not_depend_on_test_only_outputs():
+    for name in ("head", "finetune"):
+        assert not any("evaluate" in d for d in SPEC[name]["deps"])
