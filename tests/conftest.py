@@ -16,8 +16,11 @@ COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "eel": (40, 200, 40)}
 
 
 def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
-                      seed: int = 0) -> Path:
-    """Write ``per_class[label]`` noisy, class-coloured PNGs under ``root/<label>/``."""
+                      seed: int = 0, group_size: int = 0) -> Path:
+    """Write ``per_class[label]`` noisy, class-coloured PNGs under ``root/<label>/``.
+
+    With ``group_size``, images go in groups of that size into ``root/<label>/<group>/``.
+    """
     rng = np.random.default_rng(seed)
     for label, n in per_class.items():
         folder = root / label
@@ -25,7 +28,9 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
         colour = np.array(COLOURS.get(label, (128, 128, 128)))
         for i in range(n):
             pixels = (rng.normal(0, 25, (size, size, 3)) + colour).clip(0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{label}_{i:03d}.png")
+            target = folder / f"{label}_g{i // group_size}" if group_size else folder
+            target.mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(target / f"{label}_{i:03d}.png")
     return root
 
 

@@ -15,13 +15,16 @@ def test_grayscale_palette_and_alpha_decode_to_consistent_rgb(tmp_path):
     pal.putpalette([5, 6, 7] * 256)
     pal.save(tmp_path / "p.png")
     Image.new("RGB", (10, 10), (1, 2, 3)).save(tmp_path / "j.bmp")
-    images = inputs.load_images([str(tmp_path / n) for n in ("g.png", "a.png", "p.png", "j.bmp")],
-                                image_size=16)
-    assert images.shape == (4, 16, 16, 3) and images.dtype == np.float32
+    frames = [Image.new("RGB", (10, 10), c) for c in ((200, 0, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    names = ("g.png", "a.png", "p.png", "j.bmp", "anim.gif")
+    images = inputs.load_images([str(tmp_path / n) for n in names], image_size=16)
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.float32
     np.testing.assert_allclose(images[0], 77, atol=0.5)
     np.testing.assert_allclose(images[1], np.broadcast_to([10, 20, 30], (16, 16, 3)), atol=0.5)
     np.testing.assert_allclose(images[2], np.broadcast_to([5, 6, 7], (16, 16, 3)), atol=0.5)
     np.testing.assert_allclose(images[3], np.broadcast_to([1, 2, 3], (16, 16, 3)), atol=0.5)
+    assert images[4][..., 0].mean() > 150 and images[4][..., 2].mean() < 50  # first frame
 
 
 def test_eval_dataset_keeps_every_sample_in_order(tmp_path):

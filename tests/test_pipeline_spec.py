@@ -37,8 +37,14 @@ def closure(path: Path) -> set[str]:
     return {f"src/{m.replace('.', '/')}.py" for m in seen}
 
 
-def test_every_stage_depends_on_exactly_the_modules_it_uses():
+def stages():
+    """(name, definition) of every stage; a foreach stage gives its `do` template."""
     for name, stage in SPEC.items():
+        yield name, stage.get("do", stage)
+
+
+def test_every_stage_depends_on_exactly_the_modules_it_uses():
+    for name, stage in stages():
         script = f"stages/{name}.py"
         assert script in stage["cmd"] and script in stage["deps"], name
         declared = {d for d in stage["deps"] if d.startswith("src/")}
@@ -46,12 +52,24 @@ def test_every_stage_depends_on_exactly_the_modules_it_uses():
 
 
 def test_params_sections_named_by_stages_exist():
-    fields = set(vars(Params()))
-    for name, stage in SPEC.items():
-        for p in stage.get("params", []):
-            assert p in fields, (name, p)
+    params = Params()
+    for name, stage in stages():
+        for key in stage.get("params", []):
+            section, _, field = key.partition(".")
+            assert hasattr(params, section), (name, key)
+            assert not field or hasattr(getattr(params, section), field), (name, key)
 
 
 def test_training_stages_do_not_depend_on_test_only_outputs():
     for name in ("head", "finetune"):
         assert not any("evaluate" in d for d in SPEC[name]["deps"])
+
+
+def test_fold_stages_cover_every_allowed_fold_count():
+    from unfreeze.params import MAX_FOLDS
+
+    assert SPEC["cv"]["foreach"] == list(range(MAX_FOLDS))
+    report = SPEC["cv_report"]
+    fold_dirs = [f"reports/cv/fold_{k}" for k in range(MAX_FOLDS)]
+    assert all(d in report["deps"] for d in fold_dirs)
+    assert " ".join(fold_dirs) in report["cmd"]

@@ -136,7 +136,7 @@ def plot_pngs(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: lis
     fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
     skm.ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, colorbar=False)
     ax.set_title("Test confusion matrix")
-    written.append(_save(fig, out_dir / "confusion.png"))
+    written.append(save_figure(fig, out_dir / "confusion.png"))
     for rows, x, y, title, name in ((roc, "fpr", "tpr", "ROC (test)", "roc.png"),
                                     (pr, "recall", "precision", "Precision-recall (test)",
                                      "pr.png")):
@@ -147,12 +147,13 @@ def plot_pngs(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: lis
         ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
         if rows:
             ax.legend(loc="lower right" if x == "fpr" else "lower left")
-        written.append(_save(fig, out_dir / name))
+        written.append(save_figure(fig, out_dir / name))
     plt.close("all")
     return written
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG, atomically."""
     fig.tight_layout()
     return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 

@@ -17,6 +17,8 @@ import yaml
 
 INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
 MIN_IMAGE_SIZE = 75
+MAX_FOLDS = 10  # dvc.yaml declares the fold stages cv@0 … cv@9
+PHASES = ("head", "finetune")
 
 
 class ParamsError(ValueError):
@@ -174,6 +176,23 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class CVParams:
+    """k-fold cross-validation of the whole recipe on the non-test pool."""
+
+    folds: int = 5
+    phases: tuple[Literal["head", "finetune"], ...] = PHASES
+    val: float = 0.15  # inner validation slice of each fold's training part (early stopping)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.folds <= MAX_FOLDS:
+            _fail("cv.folds", self.folds, f"an integer from 2 to {MAX_FOLDS} (dvc.yaml declares "
+                  f"fold stages cv@0 … cv@{MAX_FOLDS - 1})")
+        if self.phases not in (("head",), PHASES):
+            _fail("cv.phases", list(self.phases), "[head] or [head, finetune]")
+        _check_fraction("cv.val", self.val, 0.0, 0.5)
+
+
+@dataclass(frozen=True)
 class Params:
     """All parameters of the pipeline, one field per params.yaml section."""
 
@@ -185,6 +204,7 @@ class Params:
     head: HeadParams = field(default_factory=HeadParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    cv: CVParams = field(default_factory=CVParams)
 
 
 def _type_name(tp: Any) -> str:
@@ -192,6 +212,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(
@@ -207,6 +229,9 @@ def _matches(tp: Any, value: Any) -> bool:
         return any(_matches(a, value) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
+    if origin is tuple:  # a YAML list of items of one type, stored as a tuple
+        item = typing.get_args(tp)[0]
+        return isinstance(value, (list, tuple)) and all(_matches(item, v) for v in value)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
@@ -234,6 +259,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = _build(tp, value, f"{key}.")
         elif not _matches(tp, value):
             _fail(key, value, _type_name(tp))
+        elif typing.get_origin(tp) is tuple:
+            kwargs[name] = tuple(value)
         else:
             kwargs[name] = float(value) if tp is float else value
     return cls(**kwargs)

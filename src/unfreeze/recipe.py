@@ -39,3 +39,4 @@ def phase_two(params: Params, model: keras.Model, data: train.TrainingData, repo
                               params.seed + 1, report_dir)
     summary["unfrozen_layers_with_weights"] = n_unfrozen
     return model, summary
+

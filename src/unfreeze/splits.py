@@ -49,7 +49,7 @@ def check_split_sizes(labels: list[str], params: SplitParams) -> None:
             )
 
 
-def _carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
            ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (rest, carved) with ~``fraction`` carved, stratified and grouped."""
     idx = np.arange(len(labels))
@@ -74,9 +74,9 @@ def assign_splits(labels: list[str], groups: np.ndarray, params: SplitParams, se
     """Return ``train``/``val``/``test`` per row: stratified by label, groups kept whole."""
     y = np.asarray(labels, dtype=object)
     check_split_sizes(labels, params)
-    pool, test = _carve(y, groups, params.test, seed)
+    pool, test = carve(y, groups, params.test, seed)
     val_fraction = params.val / (1.0 - params.test)
-    _, val_rel = _carve(y[pool], groups[pool], val_fraction, seed + 1)
+    _, val_rel = carve(y[pool], groups[pool], val_fraction, seed + 1)
     out = np.full(len(y), "train", dtype=object)
     out[test] = "test"
     out[pool[val_rel]] = "val"

@@ -98,7 +98,8 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=phase.patience, restore_best_weights=True))
         history = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs,
-                            class_weight=weights, callbacks=callbacks, verbose=2)
+                            class_weight=weights, callbacks=callbacks, shuffle=False,
+                            verbose=2)  # the dataset reshuffles itself every epoch
         summary = summarize_history(history.history)
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)
