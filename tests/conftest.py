@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "eel": (40, 200, 40)}
 
 
@@ -38,3 +42,65 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
 def image_folder(tmp_path: Path) -> Path:
     """Two classes of 12 small PNG images each."""
     return make_image_folder(tmp_path / "images", {"cat": 12, "dog": 12})
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """Environment for commands run in a project copy: its own src, this venv, no analytics."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(project / "src")
+    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="3", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def run_in(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=project, env=project_env(project), capture_output=True,
+                          text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def set_params(project: Path, **changes: dict) -> None:
+    """Update sections of a project's params.yaml."""
+    import yaml
+
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict, per_class: dict[str, int], group_size: int = 0
+                 ) -> Path:
+    """A committed git + DVC copy of this project (code, dvc.yaml, params) with tiny images."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, dest / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (dest / "data").mkdir()
+    make_image_folder(dest / "data/images", per_class, size=48, group_size=group_size)
+    (dest / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
+    run_in(dest, "git", "init", "-q")
+    run_in(dest, sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy(ROOT / ".dvc/config", dest / ".dvc/config")
+    set_params(dest, **params)
+    run_in(dest, "git", "add", "-A")
+    run_in(dest, "git", "commit", "-qm", "tiny project")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect API (and database) for the whole test session."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect_home")))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -19,7 +19,8 @@ def test_shipped_params_yaml_is_complete_and_equals_the_documented_defaults():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     # every field of every section is spelled out in params.yaml (DVC tracks keys it sees)
     defaults = Params()
-    for section in ("data", "split", "model", "augment", "head", "finetune", "evaluate"):
+    for section in ("data", "split", "model", "augment", "head", "finetune", "evaluate", "cv",
+                    "retrain"):
         assert set(raw[section]) == set(vars(getattr(defaults, section))), section
     assert load_params(ROOT / "params.yaml") == defaults
 

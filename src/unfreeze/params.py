@@ -193,6 +193,31 @@ class CVParams:
 
 
 @dataclass(frozen=True)
+class RetrainParams:
+    """The Prefect retrain flow: concurrency, retries and the promotion rule."""
+
+    workers: int = 2  # stage tasks (CV folds) running at once
+    stage_retries: int = 2  # retries of a stage that failed for a transient reason
+    metric: Literal["accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+                    "average_precision"] = "roc_auc"
+    min_improvement: float = 0.0  # the new test metric must beat the promoted one by more
+    production_dir: str = "production"
+    lock_timeout: float = 0.0  # seconds a second retrain of this working copy waits; 0 = refuse
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            _fail("retrain.workers", self.workers, "an integer >= 1")
+        if self.stage_retries < 0:
+            _fail("retrain.stage_retries", self.stage_retries, "an integer >= 0")
+        if not 0.0 <= self.min_improvement < 1.0:
+            _fail("retrain.min_improvement", self.min_improvement, "a number in [0, 1)")
+        if self.lock_timeout < 0:
+            _fail("retrain.lock_timeout", self.lock_timeout, "seconds >= 0")
+        if not self.production_dir.strip():
+            _fail("retrain.production_dir", self.production_dir, "a folder path")
+
+
+@dataclass(frozen=True)
 class Params:
     """All parameters of the pipeline, one field per params.yaml section."""
 
@@ -205,6 +230,7 @@ class Params:
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     cv: CVParams = field(default_factory=CVParams)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
 
 
 def _type_name(tp: Any) -> str:
