@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 def quiet_prefect() -> None:
     """Offline-friendly defaults, set before Prefect is imported: no telemetry, no analytics."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary API's first start creates its database: 20 s (Prefect's default) is too
+    # little on a 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
