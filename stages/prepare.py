@@ -18,12 +18,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
-    from unfreeze import data
+    from unfreeze import scan
     from unfreeze.io import write_json, write_parquet
     from unfreeze.params import load_params
 
     params = load_params(args.params)
-    table, report = data.scan(params.data)
+    table, report = scan.scan(params.data)
     write_parquet(args.manifest, table)
     write_json(args.report, report)
     print(f"prepare: {report['n_ok']} usable images in {len(report['classes'])} classes "

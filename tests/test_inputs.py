@@ -78,3 +78,16 @@ def test_augmenter_maps_imagedatagenerator_arguments():
     assert kinds["RandomFlip"].mode == "horizontal_and_vertical"
     assert abs(kinds["RandomRotation"].factor[1] - 40 / 360) < 1e-9
     assert kinds["RandomZoom"].fill_mode == "nearest"
+
+
+def test_sixteen_bit_png_and_cmyk_jpeg_decode_to_8_bit_rgb(tmp_path):
+    deep = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
+    Image.fromarray(deep).save(tmp_path / "deep.png")  # mode I;16
+    Image.new("CMYK", (10, 10), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=100)
+    images = inputs.load_images([str(tmp_path / "deep.png"), str(tmp_path / "cmyk.jpg")], 10)
+    expected_gray = deep.astype(np.float32) / 257.0  # 16 → 8 bits by scaling, not clipping
+    for c in range(3):
+        np.testing.assert_allclose(images[0][..., c], expected_gray, atol=1.0)
+    red = np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB"), dtype=np.float32)
+    np.testing.assert_allclose(images[1], red, atol=8.0)  # CMYK red comes out red
+    assert images[1][..., 0].mean() > 200 and images[1][..., 1:].mean() < 60

@@ -73,6 +73,9 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(project):
                 "average_precision"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["n_test"] == len(by["test"]) and set(metrics["per_class"]) == {"cat", "dog"}
+    assert metrics["leakage_checks"] == {"test_paths_not_in_train_or_val": True,
+                                         "test_contents_not_in_train_or_val": True,
+                                         "no_group_in_two_splits": True}
     preds = pq.read_table(project / "reports/evaluate/predictions.parquet")
     assert preds.num_rows == len(by["test"]) and set(preds["path"].to_pylist()) == by["test"]
     assert {"prob_cat", "prob_dog", "label", "predicted"} <= set(preds.column_names)

@@ -10,6 +10,7 @@ from unfreeze import data, recipe, train
 from unfreeze.evaluate import evaluate_on_test
 from unfreeze.model import base_of
 from unfreeze.params import EvaluateParams, params_from_dict
+from unfreeze.scan import scan
 from unfreeze.splits import split_table
 
 TINY = {"model": {"image_size": 75, "weights": None, "hidden_units": 8},
@@ -20,7 +21,7 @@ TINY = {"model": {"image_size": 75, "weights": None, "hidden_units": 8},
 def test_two_phase_recipe_then_evaluation(image_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = params_from_dict({**TINY, "data": {"source": str(image_folder)}})
-    manifest, _ = data.scan(params.data, progress=False)
+    manifest, _ = scan(params.data, progress=False)
     splits = split_table(manifest, params.split, params.seed)
     splits = splits.replace_schema_metadata(manifest.schema.metadata)
     pq.write_table(splits, tmp_path / "splits.parquet")

@@ -81,3 +81,19 @@ def test_class_too_small_for_the_fractions_names_class_and_count():
     m = manifest({"a": 50, "b": 6})
     with pytest.raises(DataError, match=r"class 'b' has 6 usable image.*needs at least 10"):
         split_table(m, SplitParams(test=0.2, val=0.1), seed=0)
+
+
+def test_leakage_checks_pass_on_a_real_split_and_catch_a_leak():
+    from unfreeze.splits import leakage_checks
+
+    m = manifest({"a": 40, "b": 40}, dup_every=2)
+    t = split_table(m, SplitParams(), seed=0)
+    assert leakage_checks(t) == {"test_paths_not_in_train_or_val": True,
+                                 "test_contents_not_in_train_or_val": True,
+                                 "no_group_in_two_splits": True}
+    rows = t.to_pylist()
+    test_row = next(r for r in rows if r["split"] == "test")
+    leaked = pa.Table.from_pylist([*rows, {**test_row, "split": "train"}])
+    assert leakage_checks(leaked) == {"test_paths_not_in_train_or_val": False,
+                                      "test_contents_not_in_train_or_val": False,
+                                      "no_group_in_two_splits": False}

@@ -169,6 +169,7 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     from unfreeze import data as data_lib
     from unfreeze import model as model_lib
     from unfreeze import train
+    from unfreeze.splits import leakage_checks
 
     table, root, _ = data_lib.load_splits(splits_path)
     test = table.filter(pc.equal(table["split"], "test"))
@@ -178,6 +179,7 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     model = model_lib.load(model_dir / train.MODEL_FILE)
     probs = predict(model, rows.paths, meta["image_size"], params.batch_size)
     metrics = compute_metrics(rows.labels, probs, classes, params.positive_class)
+    metrics["leakage_checks"] = leakage_checks(table)
     roc, pr = curve_rows(rows.labels, probs, classes, params.positive_class)
     rel_paths = test["path"].to_pylist()
     write_parquet(out_dir / "predictions.parquet",

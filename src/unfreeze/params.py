@@ -41,10 +41,13 @@ class DataParams:
     source: str = "elpv"
     elpv_labels: Literal["binary", "four_class"] = "binary"
     on_bad_file: Literal["skip", "fail"] = "skip"
+    max_pixels: int = 100_000_000  # larger images are refused from their header, undecoded
 
     def __post_init__(self) -> None:
         if not self.source.strip():
             _fail("data.source", self.source, "`elpv` or a path to a folder of class subfolders")
+        if self.max_pixels < 75 * 75:
+            _fail("data.max_pixels", self.max_pixels, "an integer >= 5625 (75×75)")
 
 
 @dataclass(frozen=True)

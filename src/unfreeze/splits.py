@@ -117,3 +117,20 @@ def summarize_splits(table: pa.Table) -> dict:
         out["splits"][name] = {"n": n, "fraction": round(n / total, 4) if total else 0.0,
                                "classes": dict(sorted(counts.items()))}
     return out
+
+
+def leakage_checks(table: pa.Table) -> dict[str, bool]:
+    """Checks that no test information can have reached training, from the splits table."""
+    rows = table.to_pylist()
+    test = [r for r in rows if r["split"] == "test"]
+    seen = [r for r in rows if r["split"] != "test"]
+    splits_of_group: dict[str, set[str]] = {}
+    for r in rows:
+        splits_of_group.setdefault(r["group"], set()).add(r["split"])
+    return {
+        "test_paths_not_in_train_or_val": not {r["path"] for r in test} & {
+            r["path"] for r in seen},
+        "test_contents_not_in_train_or_val": not {r["sha256"] for r in test} & {
+            r["sha256"] for r in seen},
+        "no_group_in_two_splits": all(len(s) == 1 for s in splits_of_group.values()),
+    }
