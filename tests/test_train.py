@@ -55,7 +55,8 @@ def test_fit_phase_trains_logs_with_dvclive_and_saves_atomically(image_folder, t
     summary = train.fit_phase(m, data, phase, AugmentParams(), 75, 0, tmp_path / "report")
     assert not np.array_equal(before, np.array(m.get_layer("predictions").kernel))
     assert summary["n_train"] == 18 and summary["n_val"] == 6
-    assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= 2
+    assert summary["best_epoch"] >= 1 and summary["best_epoch"] <= summary["epochs_run"] <= 2
+    assert summary["weights_from_epoch"] == summary["best_epoch"]  # best weights restored
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["best_epoch"] == summary["best_epoch"]
     loss_rows = (tmp_path / "report/plots/metrics/val/loss.tsv").read_text().splitlines()

@@ -101,6 +101,9 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
                             class_weight=weights, callbacks=callbacks, shuffle=False,
                             verbose=2)  # the dataset reshuffles itself every epoch
         summary = summarize_history(history.history)
+        # early stopping restores the best epoch's weights; without it the last epoch's stay
+        summary["weights_from_epoch"] = (summary["best_epoch"] if phase.patience
+                                         else summary["epochs_run"])
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)
         for key, value in summary.items():
