@@ -16,8 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from unfreeze import __version__
-
-EXIT_USER_ERROR = 2
+from unfreeze.runtime import EXIT_USER_ERROR, quiet_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,20 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.params)
-    quiet_prefect()
+    quiet_environment()
     if args.command == "retrain":
         return _retrain(Path(args.project))
     return _serve(Path(args.project), args.cron, args.name)
-
-
-def quiet_prefect() -> None:
-    """Offline-friendly defaults, set before Prefect is imported: no telemetry, no analytics."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # the temporary API's first start creates its database: 20 s (Prefect's default) is too
-    # little on a 2-core machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def check_server(url: str | None, timeout: float = 5.0) -> str | None:

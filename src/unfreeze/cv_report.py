@@ -11,7 +11,13 @@ import pyarrow.parquet as pq
 
 from unfreeze import folds as folds_lib
 from unfreeze.data import DataError
-from unfreeze.evaluate import compute_metrics, curve_rows, save_figure, write_csv
+from unfreeze.evaluate import (
+    compute_metrics,
+    curve_rows,
+    plot_curves,
+    save_figure,
+    write_csv,
+)
 from unfreeze.io import read_json, write_json
 from unfreeze.params import CVParams
 
@@ -93,15 +99,8 @@ def plot_pngs(out_dir: Path, report: dict, fold_rows: list[dict], roc: list[dict
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set(ylim=(0, 1.02), title=f"{report['folds']}-fold CV: per fold, mean ± 95% CI")
     save_figure(fig, out_dir / "folds.png")
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for cls in dict.fromkeys(r["class"] for r in roc):
-        pts = [r for r in roc if r["class"] == cls]
-        ax.plot([r["fpr"] for r in pts], [r["tpr"] for r in pts], label=cls)
-    ax.set(xlabel="fpr", ylabel="tpr", title="Pooled out-of-fold ROC", xlim=(0, 1), ylim=(0, 1.02))
-    if roc:
-        ax.legend(loc="lower right")
-    save_figure(fig, out_dir / "roc.png")
-    plt.close("all")
+    plt.close(fig)
+    plot_curves(out_dir / "roc.png", roc, "fpr", "tpr", "Pooled out-of-fold ROC")
 
 
 def pooled_metrics(predictions: list[pa.Table], classes: list[str], positive: str | None

@@ -137,18 +137,29 @@ def plot_pngs(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: lis
     skm.ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, colorbar=False)
     ax.set_title("Test confusion matrix")
     written.append(save_figure(fig, out_dir / "confusion.png"))
-    for rows, x, y, title, name in ((roc, "fpr", "tpr", "ROC (test)", "roc.png"),
-                                    (pr, "recall", "precision", "Precision-recall (test)",
-                                     "pr.png")):
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        for cls in dict.fromkeys(r["class"] for r in rows):
-            pts = [r for r in rows if r["class"] == cls]
-            ax.plot([r[x] for r in pts], [r[y] for r in pts], label=cls)
-        ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
-        if rows:
-            ax.legend(loc="lower right" if x == "fpr" else "lower left")
-        written.append(save_figure(fig, out_dir / name))
-    plt.close("all")
+    plt.close(fig)
+    written.append(plot_curves(out_dir / "roc.png", roc, "fpr", "tpr", "ROC (test)"))
+    written.append(plot_curves(out_dir / "pr.png", pr, "recall", "precision",
+                               "Precision-recall (test)"))
+    return written
+
+
+def plot_curves(path: Path, rows: list[dict], x: str, y: str, title: str) -> Path:
+    """One line per class of curve rows (``class``, x, y) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for cls in dict.fromkeys(r["class"] for r in rows):
+        pts = [r for r in rows if r["class"] == cls]
+        ax.plot([r[x] for r in pts], [r[y] for r in pts], label=cls)
+    ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    if rows:
+        ax.legend(loc="lower right" if x == "fpr" else "lower left")
+    written = save_figure(fig, path)
+    plt.close(fig)
     return written
 
 

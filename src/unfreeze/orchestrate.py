@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -18,6 +17,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from unfreeze.io import read_json
+from unfreeze.runtime import QUIET_ENV
 
 TEST_METRICS = Path("reports/evaluate/metrics.json")
 CV_METRICS = Path("reports/cv/metrics.json")
@@ -46,8 +48,8 @@ class StageRun:
 def quiet_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for child processes: no DVC analytics, no Prefect telemetry, quiet TF."""
     env = dict(os.environ if base is None else base)
-    env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "3"))
+    env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
+    env.update(DVC_NO_ANALYTICS="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     bin_dir = str(Path(sys.executable).parent)  # stages call `python`: use this environment's
     if not env.get("PATH", "").startswith(bin_dir):
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -154,7 +156,7 @@ def snapshot(root: str | Path) -> dict[str, dict[str, float]]:
     for rel in (TEST_METRICS, CV_METRICS):
         path = Path(root) / rel
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)
             if rel == CV_METRICS:  # per-fold value lists are noise in a diff
                 data = {k: v for k, v in data.items() if k != "metrics"} | {
                     "metrics": {m: {k: v[k] for k in ("mean", "std")}
@@ -199,7 +201,7 @@ def summary_table(root: str | Path) -> list[dict]:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def runs_as_dicts(runs: list[StageRun]) -> list[dict]:

@@ -8,7 +8,6 @@ and ``flows/retrain.py`` set the quiet-offline defaults before importing this mo
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from unfreeze import orchestrate, promote
 from unfreeze.data import resolve_root
+from unfreeze.io import read_json, write_json
 from unfreeze.orchestrate import StageFailed, TransientStageError
 from unfreeze.params import load_params
 
@@ -152,10 +152,8 @@ def publish_artifacts(root: Path, before: dict, after: dict, stages: list[dict])
 
 def _read_state(root: Path) -> dict:
     path = root / STATE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def _write_state(root: Path, state: dict) -> None:
-    from unfreeze.io import write_json
-
     write_json(root / STATE_FILE, state)

@@ -7,12 +7,20 @@ import sys
 from collections.abc import Callable
 
 EXIT_USER_ERROR = 2
+# Quiet and offline-friendly: no TF start-up chatter, no DVC analytics daemons, no Prefect
+# telemetry, and time for the temporary Prefect API's first start (it creates its database).
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
 
 
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter; call before TensorFlow is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+def quiet_environment() -> None:
+    """Apply :data:`QUIET_ENV` defaults; call before TensorFlow or Prefect is imported."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -28,7 +36,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def stage_main(name: str, run: Callable[[], object]) -> int:
     """Run a stage body; a user error prints ``<stage>: error: …`` and exits with code 2."""
-    quiet_tensorflow()
+    quiet_environment()
     try:
         run()
     except user_errors() as exc:

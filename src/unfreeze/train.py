@@ -6,7 +6,6 @@ Only the ``train`` and ``val`` rows of the splits table are ever handed to this 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from unfreeze import inputs
 from unfreeze.data import DataError, iter_paths
-from unfreeze.io import atomic_path, write_json
+from unfreeze.io import atomic_path, read_json, write_json
 from unfreeze.params import AugmentParams, PhaseParams
 
 MODEL_FILE = "model.keras"
@@ -151,7 +150,7 @@ def save_model(model: keras.Model, out_dir: Path, meta: dict) -> Path:
 
 
 def read_meta(model_dir: Path) -> dict:
-    return json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    return read_json(model_dir / META_FILE)
 
 
 def phase_meta(classes: list[str], image_size: int, source: str, phase: str,
