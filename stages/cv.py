@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, required=True, help="held-out fold id")
     parser.add_argument("--folds", required=True, help="input Parquet table with fold ids")
     parser.add_argument("--out-dir", required=True, help="output folder of this fold")
+    parser.add_argument("--backup-dir", help="per-epoch backup to resume from if killed "
+                        "(outside the DVC outputs, e.g. .unfreeze/backup/STAGE)")
     args = parser.parse_args(argv)
     return stage_main(f"cv@{args.fold}", lambda: run(args))
 
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> None:
         return
     from unfreeze.cv import cross_validate_fold  # imports TensorFlow
 
-    result = cross_validate_fold(params, Path(args.folds), args.fold, out_dir)
+    backup_dir = Path(args.backup_dir) if args.backup_dir else None
+    result = cross_validate_fold(params, Path(args.folds), args.fold, out_dir, backup_dir)
     m = result["metrics"]
     print(f"cv@{args.fold}: held-out n={m['n_test']} accuracy={m['accuracy']:.4f} "
           f"roc_auc={m['roc_auc']}")

@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", required=True, help="input Parquet splits table")
     parser.add_argument("--model-dir", required=True, help="output folder: model.keras + meta")
     parser.add_argument("--report-dir", required=True, help="output folder: dvclive metrics")
+    parser.add_argument("--backup-dir", help="per-epoch backup to resume from if killed "
+                        "(outside the DVC outputs, e.g. .unfreeze/backup/STAGE)")
     args = parser.parse_args(argv)
     return stage_main("head", lambda: run(args))
 
@@ -22,15 +24,20 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> None:
     from unfreeze import data as data_lib
     from unfreeze import recipe, train
+    from unfreeze.checkpoint import Backup
     from unfreeze.params import load_params
 
     params = load_params(args.params)
     table, root, source = data_lib.load_splits(args.splits)
     data = train.training_rows(table, root)
-    model, summary = recipe.phase_one(params, data, Path(args.report_dir))
+    backup = (Backup.for_phase(args.backup_dir, params, recipe.HEAD_SECTIONS, (args.splits,))
+              if args.backup_dir else None)
+    model, summary = recipe.phase_one(params, data, Path(args.report_dir), backup)
     meta = train.phase_meta(data.classes, params.model.image_size, source, "head",
                             params.head, summary)
     train.save_model(model, Path(args.model_dir), meta)
+    if backup:
+        backup.clear()  # only once the model is safely saved
 
 
 if __name__ == "__main__":

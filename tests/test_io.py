@@ -30,3 +30,28 @@ def test_json_and_parquet_round_trip(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": 3, "b": 0.5}
     write_parquet(tmp_path / "t.parquet", pa.table({"x": [1, 2]}))
     assert read_parquet(tmp_path / "t.parquet")["x"].to_pylist() == [1, 2]
+
+
+def test_sigkill_while_saving_leaves_the_previous_file_intact(tmp_path):
+    """A real SIGKILL halfway through a write: the target keeps its previous content."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "predictions.parquet"
+    write_parquet(target, pa.table({"x": [1, 2, 3]}))
+    script = (
+        "import os, signal, sys\n"
+        "from unfreeze.io import write_atomic\n"
+        "def writer(tmp):\n"
+        "    with open(tmp, 'wb') as fh:\n"
+        "        fh.write(b'PAR1 half of a new file')\n"
+        "        fh.flush()\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "write_atomic(sys.argv[1], writer)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert read_parquet(target)["x"].to_pylist() == [1, 2, 3]
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".predictions.")  # never the target

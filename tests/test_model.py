@@ -128,4 +128,22 @@ def test_saved_model_round_trips_in_safe_mode(built, tmp_path):
     np.testing.assert_allclose(built.predict(x, verbose=0), loaded.predict(x, verbose=0),
                                atol=1e-6)
     with pytest.raises(ValueError, match=r"only `\.keras`"):
-        model_lib.load(tmp_path / "m.h5")
+        model_lib.load(tmp_path / "m.pkl")
+
+
+def test_legacy_h5_loads_only_behind_the_explicit_flag_with_a_warning(tmp_path):
+    small = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "old.h5"
+    small.save(path)
+    with pytest.raises(ValueError, match=r"legacy HDF5.*re-save it as \.keras"):
+        model_lib.load(path)
+    with pytest.warns(UserWarning, match="only do this for a file you trust"):
+        loaded = model_lib.load(path, legacy_h5=True)
+    np.testing.assert_array_equal(loaded.get_weights()[0], small.get_weights()[0])
+
+
+def test_a_keras_file_with_code_inside_is_refused(tmp_path):
+    rigged = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2)])
+    rigged.save(tmp_path / "rigged.keras")
+    with pytest.raises(ValueError, match=r"(?i)lambda"):
+        model_lib.load(tmp_path / "rigged.keras")

@@ -23,6 +23,7 @@ TINY = {
     "finetune": {"epochs": 1, "batch_size": 8},
     "cv": {"folds": 3, "phases": ["head"]},
 }
+K = TINY["cv"]["folds"]
 MAIN = ["prepare", "split", "head", "finetune", "evaluate"]
 FOLD_STAGES = [f"cv@{k}" for k in range(10)]
 
@@ -37,21 +38,30 @@ def repro(project: Path, *targets: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", out)
 
 
-def stale_stages(project: Path) -> list[str]:
-    """Stages `dvc repro` would run now, from `dvc status --json` (nothing is run)."""
-    out = run(project, sys.executable, "-m", "dvc", "status", "--json").stdout
+def stale_stages(project: Path, *targets: str) -> list[str]:
+    """Stages `dvc repro [targets]` would run now, from `dvc status --json` (nothing runs)."""
+    deps = ("--with-deps", *targets) if targets else ()
+    out = run(project, sys.executable, "-m", "dvc", "status", "--json", *deps).stdout
     return sorted(json.loads(out))
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project with 16 images per class in groups of 2 (and one broken file)."""
-    return make_project(tmp_path_factory.mktemp("project"), TINY, {"cat": 16, "dog": 16},
-                        group_size=2)
+def built(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A copy of the project with 16 images per class in groups of 2 (and one broken file),
+    after a first `dvc repro evaluate`; returns it with the stages that ran."""
+    project = make_project(tmp_path_factory.mktemp("project"), TINY, {"cat": 16, "dog": 16},
+                           group_size=2)
+    return project, repro(project, "evaluate")
 
 
-def test_repro_builds_every_output_then_reruns_only_what_changed(project):
-    assert repro(project, "evaluate") == MAIN
+@pytest.fixture
+def project(built) -> Path:
+    return built[0]
+
+
+def test_repro_builds_every_output_then_reruns_only_what_changed(built):
+    project, first_run = built
+    assert first_run == MAIN
 
     manifest = pq.read_table(project / "data/manifest.parquet").to_pylist()
     assert len(manifest) == 33
@@ -94,14 +104,20 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(project):
     # nothing changed: nothing runs
     assert repro(project, "evaluate") == []
 
-    # only finetune.learning_rate changed: finetune and evaluate rerun, nothing else upstream
+    # Which stages have changed inputs (`dvc status`; the real reruns are exercised by the
+    # resume test and the retrain flow tests). finetune.learning_rate changed: finetune only;
+    # evaluate then reruns because models/finetune changes, and nothing upstream does.
     set_params(project, finetune={"learning_rate": 5e-5})
-    assert repro(project, "evaluate") == ["finetune", "evaluate"]
+    assert stale_stages(project, "evaluate") == ["finetune"]
+    set_params(project, finetune={"learning_rate": 1e-4})
+    assert stale_stages(project, "evaluate") == []
 
-    # library code used only by evaluate changed: only evaluate reruns
-    with (project / "src/unfreeze/evaluate.py").open("a") as fh:
-        fh.write("\n# touched by the end-to-end test\n")
-    assert repro(project, "evaluate") == ["evaluate"]
+    # library code used only by evaluate changed: only evaluate
+    module = project / "src/unfreeze/evaluate.py"
+    code = module.read_text()
+    module.write_text(code + "\n# touched by the end-to-end test\n")
+    assert stale_stages(project, "evaluate") == ["evaluate"]
+    module.write_text(code)
 
 
 def test_cross_validation_folds_and_report(project):
@@ -114,7 +130,7 @@ def test_cross_validation_folds_and_report(project):
     pool = {r["path"] for r in splits if r["split"] != "test"}
     test = {r["path"] for r in splits if r["split"] == "test"}
     held = []
-    for k in range(3):
+    for k in range(K):
         fold = pq.read_table(project / f"reports/cv/fold_{k}/predictions.parquet")
         held.append(set(fold["path"].to_pylist()))
     assert sum(map(len, held)) == len(pool) and set.union(*held) == pool  # disjoint, complete
@@ -125,18 +141,18 @@ def test_cross_validation_folds_and_report(project):
     for r in folds:
         group_folds.setdefault(r["group"], set()).add(r["fold"])
     assert all(len(v) == 1 for v in group_folds.values())
-    for k in range(3, 10):
+    for k in range(K, 10):
         marker = json.loads((project / f"reports/cv/fold_{k}/metrics.json").read_text())
-        assert marker == {"fold": k, "folds": 3, "active": False}
+        assert marker == {"fold": k, "folds": K, "active": False}
 
     report = json.loads((project / "reports/cv/metrics.json").read_text())
     fold_metrics = [json.loads((project / f"reports/cv/fold_{k}/metrics.json").read_text())
-                    for k in range(3)]
+                    for k in range(K)]
     for name in ("accuracy", "balanced_accuracy", "f1", "roc_auc"):
         values = [f["metrics"][name] for f in fold_metrics]
         agg = report["metrics"][name]
         assert agg["values"] == pytest.approx(values)
-        assert agg["mean"] == pytest.approx(sum(values) / 3)
+        assert agg["mean"] == pytest.approx(sum(values) / K)
         assert agg["std"] == pytest.approx(statistics.stdev(values))
         assert agg["ci95"][0] <= agg["mean"] <= agg["ci95"][1]
     assert report["pooled_oof"]["n_oof"] == len(pool) and report["phases"] == ["head"]
@@ -153,6 +169,7 @@ def test_cross_validation_folds_and_report(project):
     make_image_folder(project / "data/images", {"eel": 6}, size=48)
     status = run(project, sys.executable, "-m", "dvc", "status", "prepare").stdout
     assert "modified:" in status and "data/images" in status
+    shutil.rmtree(project / "data/images/eel")  # back to the built state for later tests
 
 
 def test_invalid_params_stop_the_pipeline_with_a_clear_message(project, tmp_path):
@@ -163,3 +180,52 @@ def test_invalid_params_stop_the_pipeline_with_a_clear_message(project, tmp_path
     assert proc.returncode != 0
     assert "finetune.unfreeze_from" in proc.stderr + proc.stdout
     assert "'mixed42'" in proc.stderr + proc.stdout
+
+
+def test_sigkill_during_training_keeps_lock_and_outputs_then_resumes(built, tmp_path):
+    """`dvc repro` killed mid-phase: dvc.lock and the cached model stay good; rerun resumes."""
+    import hashlib
+    import os
+    import signal
+    import time
+
+    from conftest import project_env
+
+    project = tmp_path / "p"  # a copy of the built project: git, DVC cache, outputs and all
+    shutil.copytree(built[0], project, symlinks=True)
+    assert "head" not in stale_stages(project, "head")
+    model = project / "models/head/model.keras"
+    good = hashlib.sha256(model.read_bytes()).hexdigest()
+    lock = (project / "dvc.lock").read_text()
+
+    set_params(project, head={"epochs": 4, "patience": 0})
+    state = project / ".unfreeze/backup/head/state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "head"], cwd=project,
+                            env=project_env(project), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 1):
+            assert proc.poll() is None and time.monotonic() < deadline, "no backup appeared"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage process it started
+        proc.wait()
+    done = json.loads(state.read_text())["epochs_done"]
+    assert 1 <= done < 4
+
+    # the failed run changed neither dvc.lock nor the cached previous model
+    assert (project / "dvc.lock").read_text() == lock
+    run(project, sys.executable, "-m", "dvc", "checkout", "--force", "head")
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == good
+
+    out = run(project, sys.executable, "-m", "dvc", "repro", "head").stdout
+    assert f"resuming from backup .unfreeze/backup/head: {done} epoch(s) done" in out
+    trained = [int(n) for n in re.findall(r"^Epoch (\d+)/4", out, flags=re.M)]
+    assert trained == list(range(done + 1, 5))  # only the remaining epochs
+    report = json.loads((project / "reports/head/metrics.json").read_text())
+    assert report["epochs_run"] == 4 and report["resumed_after_epoch"] == done
+    assert hashlib.sha256(model.read_bytes()).hexdigest() != good
+    assert not (project / ".unfreeze/backup/head").exists()
+    assert "head" not in stale_stages(project)  # the resumed run is recorded in dvc.lock
+    assert (project / "dvc.lock").read_text() != lock

@@ -70,3 +70,47 @@ def _load(path):
     from unfreeze.inputs import load_images
 
     return load_images([str(path)], 75)[0]
+
+
+REPEAT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from unfreeze import recipe, train
+from unfreeze.params import params_from_dict
+
+params = params_from_dict({"deterministic": True,
+                           "model": {"image_size": 75, "weights": None, "hidden_units": 8},
+                           "head": {"epochs": 1, "batch_size": 8, "patience": 0}})
+data = train.training_rows(pq.read_table(sys.argv[1]), Path(sys.argv[2]))
+model, _ = recipe.phase_one(params, data, Path(sys.argv[3]) / "report")
+from tensorflow.python.framework import config  # no public getter
+
+assert config.is_op_determinism_enabled()
+np.savez(Path(sys.argv[3]) / "weights.npz", *model.get_weights())
+"""
+
+
+def test_deterministic_param_gives_bit_identical_weights(image_folder, tmp_path):
+    """Two separate processes (op determinism is process-wide and irreversible), run side
+    by side, train phase one with `deterministic: true`: their weights are bit-identical."""
+    import subprocess
+    import sys
+
+    from test_train import splits_for
+
+    splits = tmp_path / "splits.parquet"
+    pq.write_table(splits_for(image_folder), splits)
+    runs = [tmp_path / f"run{i}" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", REPEAT, str(splits), str(image_folder),
+                               str(run)], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for run in runs]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    first, second = (np.load(run / "weights.npz") for run in runs)
+    assert len(first.files) > 100  # the whole model, InceptionV3 base included
+    assert all(np.array_equal(first[k], second[k]) for k in first.files)

@@ -26,6 +26,12 @@ def test_scan_lists_every_image_with_checked_columns(image_folder):
     assert table.schema.metadata[b"source"] == str(image_folder).encode()
 
 
+def test_scan_is_repeatable(image_folder):
+    first, report = scan(DataParams(source=str(image_folder)), progress=False)
+    again, report_again = scan(DataParams(source=str(image_folder)), progress=False)
+    assert first.equals(again) and report == report_again
+
+
 def test_bad_files_are_rejected_with_reasons_and_system_files_ignored(image_folder):
     cat = image_folder / "cat"
     (cat / "empty.png").write_bytes(b"")

@@ -10,27 +10,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from unfreeze import folds, recipe, train
+from unfreeze.checkpoint import Backup
 from unfreeze.data import load_splits
 from unfreeze.evaluate import compute_metrics, predict, predictions_table
 from unfreeze.io import write_json, write_parquet
 from unfreeze.params import Params
 
 
-def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path) -> dict:
+def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
+                        backup_dir: Path | None = None) -> dict:
     """Fold ``k`` of cross-validation: the phases in ``cv.phases`` on every other fold (with an
     inner validation slice for early stopping), then predictions for the held-out fold ``k``.
 
     Writes ``out_dir/metrics.json`` (fold, sizes, metrics), ``predictions.parquet`` (the
-    out-of-fold predictions) and each phase's dvclive log under ``out_dir/<phase>``.
+    out-of-fold predictions) and each phase's dvclive log under ``out_dir/<phase>``. With
+    ``backup_dir``, each phase keeps a per-epoch backup there (resumed after a kill, cleared
+    once the fold's results are written).
     """
+    backups = {phase: Backup.for_phase(backup_dir / phase, params, (*sections, "cv"),
+                                       (folds_path,))
+               for phase, sections in (("head", recipe.HEAD_SECTIONS),
+                                       ("finetune", recipe.FINETUNE_SECTIONS))
+               } if backup_dir else {}
     table, root, _ = load_splits(folds_path)
     train_rows, val_rows, held = folds.fold_parts(table, k, params.cv.val, params.seed)
     classes = sorted(set(table["label"].to_pylist()))
     data = train.TrainingData(train=train.rows_of(train_rows, root, classes),
                               val=train.rows_of(val_rows, root, classes), classes=classes)
-    model, _ = recipe.phase_one(params, data, out_dir / "head")
+    model, _ = recipe.phase_one(params, data, out_dir / "head", backups.get("head"))
     if "finetune" in params.cv.phases:
-        model, _ = recipe.phase_two(params, model, data, out_dir / "finetune")
+        model, _ = recipe.phase_two(params, model, data, out_dir / "finetune",
+                                    backups.get("finetune"))
     rows = train.rows_of(held, root, classes)
     probs = predict(model, rows.paths, params.model.image_size, params.evaluate.batch_size)
     positive = folds.positive_class(table["label"].to_pylist(), params.evaluate.positive_class)
@@ -41,4 +51,6 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path)
               "n_train": len(train_rows), "n_val": len(val_rows), "n_heldout": len(held),
               "metrics": compute_metrics(rows.labels, probs, classes, positive)}
     write_json(out_dir / "metrics.json", result)
+    for backup in backups.values():
+        backup.clear()
     return result

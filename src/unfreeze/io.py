@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
 
-    The temporary name keeps the final suffix (Keras insists on ``.keras``). On error the
-    temporary file is removed and the previous ``path`` is left untouched.
+    The temporary name keeps the suffixes (Keras insists on ``.keras`` and ``.weights.h5``).
+    On error the temporary file is removed and the previous ``path`` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                    dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.",
+                                    suffix=f".tmp{''.join(path.suffixes)}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -7,6 +7,7 @@ The saved model takes raw pixels (0–255, RGB): InceptionV3's ``preprocess_inpu
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -128,9 +129,23 @@ def compile_for(model: keras.Model, params: PhaseParams) -> None:
                   metrics=["accuracy"])
 
 
-def load(path: str | Path) -> keras.Model:
-    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code from the file)."""
+def load(path: str | Path, legacy_h5: bool = False) -> keras.Model:
+    """Load a ``.keras`` model with ``safe_mode=True`` (no arbitrary code from the file).
+
+    A legacy HDF5 model (``.h5``) loads only with ``legacy_h5=True`` and a warning: that
+    format has carried code-execution exploits, so only files you trust should be opened.
+    """
     path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"refusing to load {path}: only `.keras` files are supported")
+    if path.suffix == ".h5" and legacy_h5:
+        warnings.warn(f"loading legacy HDF5 model {path}: only do this for a file you trust; "
+                      "re-save it as .keras (`model.save('model.keras')`) and use that",
+                      UserWarning, stacklevel=2)
+    elif path.suffix == ".h5":
+        raise ValueError(f"refusing to load {path}: legacy HDF5 (.h5) models are off by "
+                         "default because the format has carried code-execution exploits; "
+                         "re-save it as .keras in a trusted environment, or pass the explicit "
+                         "legacy-.h5 flag if you trust this file")
+    elif path.suffix != ".keras":
+        raise ValueError(f"refusing to load {path}: only `.keras` files are supported "
+                         "(legacy `.h5` behind an explicit flag)")
     return keras.models.load_model(path, safe_mode=True, compile=False)

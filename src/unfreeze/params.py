@@ -225,6 +225,7 @@ class Params:
     """All parameters of the pipeline, one field per params.yaml section."""
 
     seed: int = 42
+    deterministic: bool = False  # TensorFlow op determinism: exact repeats, slower
     data: DataParams = field(default_factory=DataParams)
     split: SplitParams = field(default_factory=SplitParams)
     model: ModelParams = field(default_factory=ModelParams)

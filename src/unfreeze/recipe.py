@@ -14,29 +14,45 @@ import keras
 
 from unfreeze import model as model_lib
 from unfreeze import train
+from unfreeze.checkpoint import Backup
 from unfreeze.params import Params
 
+HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head")
+FINETUNE_SECTIONS = (*HEAD_SECTIONS, "finetune")
 
-def phase_one(params: Params, data: train.TrainingData, report_dir: Path
-              ) -> tuple[keras.Model, dict]:
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic``, also make TF ops repeatable.
+
+    Op determinism is process-wide and cannot be turned off again; it costs speed (some
+    kernels run single-threaded) and is what makes two runs give bit-identical weights.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def phase_one(params: Params, data: train.TrainingData, report_dir: Path,
+              backup: Backup | None = None) -> tuple[keras.Model, dict]:
     """Train a new head on the frozen base; return the full model and the phase summary."""
-    keras.utils.set_random_seed(params.seed)
+    seed_everything(params.seed, params.deterministic)
     model = model_lib.build(params.model, len(data.classes))
     model_lib.compile_for(model, params.head)
     summary = train.fit_phase(model, data, params.head, params.augment,
-                              params.model.image_size, params.seed, report_dir)
+                              params.model.image_size, params.seed, report_dir, backup)
     return model, summary
 
 
-def phase_two(params: Params, model: keras.Model, data: train.TrainingData, report_dir: Path
-              ) -> tuple[keras.Model, dict]:
+def phase_two(params: Params, model: keras.Model, data: train.TrainingData, report_dir: Path,
+              backup: Backup | None = None) -> tuple[keras.Model, dict]:
     """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``."""
-    keras.utils.set_random_seed(params.seed + 1)
+    seed_everything(params.seed + 1, params.deterministic)
     n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
     model_lib.compile_for(model, params.finetune)
     image_size = model.input_shape[1]
     summary = train.fit_phase(model, data, params.finetune, params.augment, image_size,
-                              params.seed + 1, report_dir)
+                              params.seed + 1, report_dir, backup)
     summary["unfrozen_layers_with_weights"] = n_unfrozen
     return model, summary
-

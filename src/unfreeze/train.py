@@ -16,6 +16,7 @@ import pyarrow as pa
 from sklearn.utils.class_weight import compute_class_weight
 
 from unfreeze import inputs
+from unfreeze.checkpoint import Backup, BackupCallback, restore
 from unfreeze.data import DataError, iter_paths
 from unfreeze.io import atomic_path, read_json, write_json
 from unfreeze.params import AugmentParams, PhaseParams
@@ -77,32 +78,57 @@ class LiveLogger(keras.callbacks.Callback):
             self.live.log_metric(key, float(value))
         self.live.next_step()
 
+    def replay(self, history: dict[str, list[float]]) -> None:
+        """Log the epochs a resumed phase ran before it was interrupted."""
+        n = len(next(iter(history.values()), []))
+        for epoch in range(n):
+            self.on_epoch_end(epoch, {name: values[epoch] for name, values in history.items()})
+
 
 def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
-              augment: AugmentParams, image_size: int, seed: int, report_dir: Path) -> dict:
+              augment: AugmentParams, image_size: int, seed: int, report_dir: Path,
+              backup: Backup | None = None) -> dict:
     """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
 
     Per-epoch metrics go to ``report_dir`` through dvclive (metrics.json + plots/metrics/).
-    Returns a summary: best epoch, its validation metrics, epochs run, wall time.
+    With ``backup``, the phase is saved after every epoch and a matching backup left by an
+    interrupted run is resumed: only the remaining epochs train, and early stopping keeps
+    its best epoch across the interruption. The caller clears the backup once the model is
+    saved. Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
-    train_ds = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
-                                   phase.batch_size, shuffle=True, seed=seed, augment=augment)
-    val_ds = inputs.make_dataset(data.val.paths, data.val.labels, image_size, phase.batch_size)
+    started = time.perf_counter()
     weights = class_weights(data.train.labels, len(data.classes),
                             getattr(phase, "class_weight", None))
-    started = time.perf_counter()
+    trainable = model
+    resumed = restore(backup, trainable) if backup else None
+    initial_epoch = 0
+    if resumed:
+        initial_epoch = phase.epochs if resumed.stopped else resumed.epochs_done
+    fit_weights: dict[int, float] | None = weights
+    train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
+                                   phase.batch_size, shuffle=True, seed=seed, augment=augment)
+    val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size, phase.batch_size)
+    early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
+                                           restore_best_weights=True)
+             if phase.patience else None)
     with open_live(report_dir) as live:
-        callbacks: list[keras.callbacks.Callback] = [LiveLogger(live)]
-        if phase.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=phase.patience, restore_best_weights=True))
-        history = model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs,
-                            class_weight=weights, callbacks=callbacks, shuffle=False,
-                            verbose=2)  # the dataset reshuffles itself every epoch
-        summary = summarize_history(history.history)
+        logger = LiveLogger(live)
+        if resumed:
+            logger.replay(resumed.history)
+        callbacks: list[keras.callbacks.Callback] = [logger] + ([early] if early else [])
+        keeper = BackupCallback(backup, resumed, early) if backup else None
+        if keeper:
+            callbacks.append(keeper)  # after EarlyStopping: it saves the updated counters
+        history = trainable.fit(train_in, validation_data=val_in, epochs=phase.epochs,
+                                initial_epoch=initial_epoch, class_weight=fit_weights,
+                                validation_batch_size=phase.batch_size, callbacks=callbacks,
+                                shuffle=False,  # both inputs reshuffle themselves every epoch
+                                verbose=2)
+        summary = summarize_history(keeper.history if keeper else history.history)
         # early stopping restores the best epoch's weights; without it the last epoch's stay
         summary["weights_from_epoch"] = (summary["best_epoch"] if phase.patience
                                          else summary["epochs_run"])
+        summary["resumed_after_epoch"] = resumed.epochs_done if resumed else 0
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)
         for key, value in summary.items():
