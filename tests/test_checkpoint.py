@@ -34,7 +34,8 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     monkeypatch.chdir(tmp_path)  # dvclive looks for a DVC repo from the working directory
     # test rows point at files that do not exist: training must never try to read them
     data = train.training_rows(splits_for(image_folder, ["cat/missing.png"]), image_folder)
-    phase = HeadParams(epochs=5, batch_size=8, patience=5, learning_rate=1e-2)
+    phase = HeadParams(epochs=5, batch_size=8, patience=5, learning_rate=1e-2,
+                       cached_views=0)  # the full model trains (cached views: test_features)
     backup = Backup.for_phase(tmp_path / "backup", Params(head=phase), ("seed", "head"))
     seen: list[int] = []  # epochs trained, in order, over all runs
     weights_after: dict[int, list[np.ndarray]] = {}

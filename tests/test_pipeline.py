@@ -198,7 +198,8 @@ def test_sigkill_during_training_keeps_lock_and_outputs_then_resumes(built, tmp_
     good = hashlib.sha256(model.read_bytes()).hexdigest()
     lock = (project / "dvc.lock").read_text()
 
-    set_params(project, head={"epochs": 4, "patience": 0})
+    # uncached phase one, so each epoch takes long enough to be killed in the middle
+    set_params(project, head={"epochs": 4, "patience": 0, "cached_views": 0})
     state = project / ".unfreeze/backup/head/state.json"
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "head"], cwd=project,
                             env=project_env(project), stdout=subprocess.DEVNULL,

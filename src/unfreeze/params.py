@@ -18,6 +18,7 @@ import yaml
 INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
 MIN_IMAGE_SIZE = 75
 MAX_FOLDS = 10  # dvc.yaml declares the fold stages cv@0 … cv@9
+MAX_VIEWS = 50  # head.cached_views
 PHASES = ("head", "finetune")
 
 
@@ -139,9 +140,13 @@ class HeadParams(PhaseParams):
     """Phase one: frozen base, new head."""
 
     class_weight: Literal["balanced"] | None = None
+    cached_views: int = 1  # 0: full forward pass per epoch; 1: unaugmented features; K views
 
     def __post_init__(self) -> None:
         self._check("head")
+        if not 0 <= self.cached_views <= MAX_VIEWS:
+            _fail("head.cached_views", self.cached_views,
+                  f"an integer in 0 … {MAX_VIEWS} (0 = no caching)")
 
 
 @dataclass(frozen=True)

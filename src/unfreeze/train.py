@@ -15,10 +15,11 @@ import numpy as np
 import pyarrow as pa
 from sklearn.utils.class_weight import compute_class_weight
 
-from unfreeze import inputs
+from unfreeze import features, inputs
 from unfreeze.checkpoint import Backup, BackupCallback, restore
 from unfreeze.data import DataError, iter_paths
 from unfreeze.io import atomic_path, read_json, write_json
+from unfreeze.model import compile_for
 from unfreeze.params import AugmentParams, PhaseParams
 
 MODEL_FILE = "model.keras"
@@ -90,6 +91,8 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
               backup: Backup | None = None) -> dict:
     """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
 
+    With ``head.cached_views`` > 0 (phase one only), the frozen base's features are computed
+    once and the model's own head layers train on them (:mod:`unfreeze.features`).
     Per-epoch metrics go to ``report_dir`` through dvclive (metrics.json + plots/metrics/).
     With ``backup``, the phase is saved after every epoch and a matching backup left by an
     interrupted run is resumed: only the remaining epochs train, and early stopping keeps
@@ -99,15 +102,31 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     started = time.perf_counter()
     weights = class_weights(data.train.labels, len(data.classes),
                             getattr(phase, "class_weight", None))
+    views = getattr(phase, "cached_views", 0)
     trainable = model
+    if views:
+        extractor, trainable = features.split(model)
+        compile_for(trainable, phase)
     resumed = restore(backup, trainable) if backup else None
     initial_epoch = 0
     if resumed:
         initial_epoch = phase.epochs if resumed.stopped else resumed.epochs_done
     fit_weights: dict[int, float] | None = weights
-    train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
-                                   phase.batch_size, shuffle=True, seed=seed, augment=augment)
-    val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size, phase.batch_size)
+    if views:
+        train_in = features.CachedViews(
+            features.training_views(extractor, data.train.paths, image_size, phase.batch_size,
+                                    augment, views, seed),
+            data.train.labels, phase.batch_size, weights, seed, first_epoch=initial_epoch)
+        val_in = (features.extract(extractor, data.val.paths, image_size, phase.batch_size),
+                  data.val.labels)
+        fit_weights = None  # CachedViews yields per-sample weights itself
+    else:
+        train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
+                                       phase.batch_size, shuffle=True, seed=seed,
+                                       augment=augment)
+        val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size,
+                                     phase.batch_size)
+    feature_seconds = round(time.perf_counter() - started, 2)
     early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
                                            restore_best_weights=True)
              if phase.patience else None)
@@ -129,6 +148,8 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
         summary["weights_from_epoch"] = (summary["best_epoch"] if phase.patience
                                          else summary["epochs_run"])
         summary["resumed_after_epoch"] = resumed.epochs_done if resumed else 0
+        summary["cached_views"] = views
+        summary["feature_seconds"] = feature_seconds if views else 0.0
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)
         for key, value in summary.items():
