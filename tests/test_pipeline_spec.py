@@ -73,3 +73,11 @@ def test_fold_stages_cover_every_allowed_fold_count():
     fold_dirs = [f"reports/cv/fold_{k}" for k in range(MAX_FOLDS)]
     assert all(d in report["deps"] for d in fold_dirs)
     assert " ".join(fold_dirs) in report["cmd"]
+
+
+def test_dvc_parses_yaml_with_the_c_parser():
+    """ruamel.yaml.clib is installed, so DVC's no-op `dvc repro` parses dvc.lock in C
+    (benchmarks/noop_repro.py measures the difference)."""
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__module__.endswith("_ruamel_yaml")  # CParser
