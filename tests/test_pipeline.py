@@ -212,8 +212,9 @@ def test_sigkill_during_training_keeps_lock_and_outputs_then_resumes(built, tmp_
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage process it started
         proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed, not finished on its own
     done = json.loads(state.read_text())["epochs_done"]
-    assert 1 <= done < 4
+    assert done < 4  # the phase was interrupted before its last epoch
 
     # the failed run changed neither dvc.lock nor the cached previous model
     assert (project / "dvc.lock").read_text() == lock
