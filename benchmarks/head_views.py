@@ -29,21 +29,14 @@ def main() -> None:
     parser.add_argument("--weights", default="null")
     args = parser.parse_args()
 
-    from unfreeze import data as data_lib
-    from unfreeze import recipe, train
+    from common import demo_split
+
+    from unfreeze import recipe
     from unfreeze.evaluate import compute_metrics, predict
     from unfreeze.params import params_from_dict
-    from unfreeze.scan import scan
-    from unfreeze.splits import split_table
 
     weights = None if args.weights == "null" else args.weights
-    base = params_from_dict({"model": {"image_size": args.size, "weights": weights}})
-    manifest, _ = scan(base.data, progress=False)
-    splits = split_table(manifest, base.split, base.seed)
-    root = data_lib.resolve_root(base.data.source)
-    tdata = train.training_rows(splits, root)
-    test = splits.filter([s == "test" for s in splits["split"].to_pylist()])
-    test_rows = train.rows_of(test, root, tdata.classes)
+    _, tdata, test_rows, _ = demo_split()
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} "
           f"test {len(test_rows.paths)}; size {args.size}; head epochs {args.epochs} "
           f"(no early stopping); weights {args.weights}; {os.cpu_count()} CPUs")
@@ -59,7 +52,7 @@ def main() -> None:
             started = time.perf_counter()
             model, summary = recipe.phase_one(params, tdata, Path(tmp) / f"v{views}")
             seconds = time.perf_counter() - started
-            probs = predict(model, test_rows.paths, args.size, 64)
+            probs = predict(model, test_rows.paths, args.size, 64, test_rows.keys)
             m = compute_metrics(test_rows.labels, probs, tdata.classes, None)
             results[views] = seconds
             print(f"cached_views={views}: phase one {seconds:7.1f} s (features "

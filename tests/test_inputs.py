@@ -1,4 +1,8 @@
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from unfreeze import inputs
@@ -70,14 +74,88 @@ def test_augmentation_changes_training_images_but_keeps_shape_and_range(tmp_path
     np.testing.assert_array_equal(untouched, plain)
 
 
-def test_augmenter_maps_imagedatagenerator_arguments():
-    aug = inputs.augmenter(AugmentParams(vertical_flip=True), seed=0)
-    kinds = {type(layer).__name__: layer for layer in aug.layers}
-    assert set(kinds) == {"RandomFlip", "RandomRotation", "RandomTranslation", "RandomShear",
-                          "RandomZoom"}
-    assert kinds["RandomFlip"].mode == "horizontal_and_vertical"
-    assert abs(kinds["RandomRotation"].factor[1] - 40 / 360) < 1e-9
-    assert kinds["RandomZoom"].fill_mode == "nearest"
+def test_one_composed_warp_matches_imagedatagenerator_affine_transform():
+    from keras.src.legacy.preprocessing.image import apply_affine_transform
+    from scipy.ndimage import gaussian_filter
+
+    image = gaussian_filter(np.random.default_rng(0).random((40, 40, 3)) * 255, (2, 2, 0))
+    draws = [(-20.5, 3.0, -6.0, 0.15, 0.85, 1.1, False), (33.0, -7.5, 2.0, -0.2, 1.2, 0.9, True)]
+    for theta, tx, ty, shear, zx, zy, flip in draws:
+        expected = apply_affine_transform(image, theta=theta, tx=tx, ty=ty, shear=shear, zx=zx,
+                                          zy=zy, row_axis=0, col_axis=1, channel_axis=2,
+                                          fill_mode="nearest", order=1)
+        expected = expected[:, ::-1] if flip else expected  # ImageDataGenerator flips last
+
+        def one(value):
+            return tf.constant([value], tf.float32)
+
+        transforms = inputs.affine_transforms(
+            one(np.radians(theta)), one(tx), one(ty), one(np.radians(shear)), one(zx), one(zy),
+            one(-1.0 if flip else 1.0), one(1.0), 40, 40)
+        ours = inputs.warp(tf.constant(image[None], tf.float32), transforms, "nearest")[0]
+        np.testing.assert_allclose(ours.numpy(), expected, atol=1e-3)
+
+
+def test_flips_mirror_some_images_of_a_batch_and_leave_the_others():
+    images = np.random.default_rng(1).random((16, 6, 7, 3)).astype(np.float32)
+    for params, mirror in ((replace(NO_AUGMENT, horizontal_flip=True), lambda x: x[:, ::-1]),
+                           (replace(NO_AUGMENT, vertical_flip=True), lambda x: x[::-1])):
+        out = inputs.augment_batch(tf.constant(images), tf.constant([5, 6], tf.int64),
+                                   params).numpy()
+        kinds = ["same" if np.array_equal(o, i) else "mirror" if np.array_equal(o, mirror(i))
+                 else "other" for o, i in zip(out, images, strict=True)]
+        assert "other" not in kinds and {"same", "mirror"} == set(kinds)
+
+
+def test_augmentation_draws_differ_per_image_and_per_epoch_but_repeat_per_seed(tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    paths = [str(tmp_path / "x.png")] * 3
+
+    def epochs(seed):
+        ds = inputs.make_dataset(paths, None, 24, 3, augment=AugmentParams(), seed=seed)
+        return [next(iter(ds)).numpy() for _ in range(2)]
+
+    first, second = epochs(7)
+    assert not np.array_equal(first[0], first[1])  # same image, own transform
+    assert not np.array_equal(first, second)  # new draws every epoch
+    again = epochs(7)
+    np.testing.assert_array_equal(again[0], first)
+    np.testing.assert_array_equal(again[1], second)
+
+
+def test_decoded_cache_holds_exactly_the_freshly_decoded_images(tmp_path):
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray(rng.integers(0, 255, (25, 25), dtype=np.uint8)).save(tmp_path / "g.png")
+    paths = [str(tmp_path / n) for n in ("c.png", "g.png", "c.png")]  # a repeat shares a file
+    keys = ["aa11", "bb22", "aa11"]
+    cache = inputs.DecodedCache(tmp_path / "cache")
+    fresh = inputs.load_images(paths, 16)
+    files = cache.fill(paths, keys, 16)
+    assert files[0] == files[2] and Path(files[0]).parent.parent.name == "16px"
+    assert Path(files[0]).stat().st_size == 16 * 16 * 3  # colour
+    assert Path(files[1]).stat().st_size == 16 * 16  # gray: one channel stored
+    cached = np.concatenate(list(inputs.make_dataset(paths, None, 16, 2, keys=keys,
+                                                     cache=cache).as_numpy_iterator()))
+    np.testing.assert_array_equal(cached, fresh)
+    assert np.array_equal(fresh, np.round(fresh))  # both are whole uint8 levels
+
+    Path(files[1]).write_bytes(b"truncated")  # a damaged entry is decoded again
+    cache.fill(paths, keys, 16)
+    assert Path(files[1]).stat().st_size == 16 * 16
+    np.testing.assert_array_equal(np.concatenate(list(inputs.make_dataset(
+        paths, None, 16, 3, keys=keys, cache=cache).as_numpy_iterator())), fresh)
+    assert cache.fill(paths, keys, 8)[0] != files[0]  # another size is another entry
+
+
+def test_stages_use_the_default_cache_and_an_empty_setting_turns_it_off(monkeypatch, tmp_path):
+    monkeypatch.delenv(inputs.CACHE_ENV, raising=False)
+    assert inputs.default_cache().root == Path(".unfreeze/cache")
+    monkeypatch.setenv(inputs.CACHE_ENV, str(tmp_path))
+    assert inputs.default_cache().root == tmp_path
+    monkeypatch.setenv(inputs.CACHE_ENV, "")
+    assert inputs.default_cache() is None
 
 
 def test_sixteen_bit_png_and_cmyk_jpeg_decode_to_8_bit_rgb(tmp_path):

@@ -42,7 +42,8 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
         model, _ = recipe.phase_two(params, model, data, out_dir / "finetune",
                                     backups.get("finetune"))
     rows = train.rows_of(held, root, classes)
-    probs = predict(model, rows.paths, params.model.image_size, params.evaluate.batch_size)
+    probs = predict(model, rows.paths, params.model.image_size, params.evaluate.batch_size,
+                    rows.keys)
     positive = folds.positive_class(table["label"].to_pylist(), params.evaluate.positive_class)
     write_parquet(out_dir / "predictions.parquet",
                   predictions_table(held["path"].to_pylist(), rows.labels, probs, classes))

@@ -17,11 +17,15 @@ from unfreeze.io import write_atomic, write_json, write_parquet
 from unfreeze.params import EvaluateParams
 
 
-def predict(model, paths: list[str], image_size: int, batch_size: int) -> np.ndarray:
-    """Class probabilities for ``paths`` in order (unshuffled, last partial batch kept)."""
+def predict(model, paths: list[str], image_size: int, batch_size: int,
+            keys: list[str] | None = None) -> np.ndarray:
+    """Class probabilities for ``paths`` in order (unshuffled, last partial batch kept).
+
+    ``keys`` (content hashes) read the images from the decoded cache.
+    """
     from unfreeze.inputs import make_dataset
 
-    ds = make_dataset(paths, None, image_size, batch_size)
+    ds = make_dataset(paths, None, image_size, batch_size, keys=keys)
     probs = model.predict(ds, verbose=0)
     if len(probs) != len(paths):
         raise RuntimeError(f"got {len(probs)} predictions for {len(paths)} images")
@@ -188,7 +192,7 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     classes = meta["classes"]
     rows = train.rows_of(test, root, classes)
     model = model_lib.load(model_dir / train.MODEL_FILE)
-    probs = predict(model, rows.paths, meta["image_size"], params.batch_size)
+    probs = predict(model, rows.paths, meta["image_size"], params.batch_size, rows.keys)
     metrics = compute_metrics(rows.labels, probs, classes, params.positive_class)
     metrics["leakage_checks"] = leakage_checks(table)
     roc, pr = curve_rows(rows.labels, probs, classes, params.positive_class)

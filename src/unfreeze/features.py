@@ -42,9 +42,11 @@ def split(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
 
 def extract(extractor: keras.Model, paths: Sequence[str], image_size: int, batch_size: int,
-            augment: AugmentParams | None = None, seed: int = 0) -> np.ndarray:
+            augment: AugmentParams | None = None, seed: int = 0,
+            keys: Sequence[str] | None = None) -> np.ndarray:
     """Pooled features of ``paths`` in order, of augmented images when ``augment`` is given."""
-    ds = inputs.make_dataset(paths, None, image_size, batch_size, seed=seed, augment=augment)
+    ds = inputs.make_dataset(paths, None, image_size, batch_size, seed=seed, augment=augment,
+                             keys=keys)
     feats = extractor.predict(ds, verbose=0)
     if len(feats) != len(paths):
         raise RuntimeError(f"got {len(feats)} feature rows for {len(paths)} images")
@@ -52,13 +54,13 @@ def extract(extractor: keras.Model, paths: Sequence[str], image_size: int, batch
 
 
 def training_views(extractor: keras.Model, paths: Sequence[str], image_size: int,
-                   batch_size: int, augment: AugmentParams, views: int, seed: int
-                   ) -> np.ndarray:
+                   batch_size: int, augment: AugmentParams, views: int, seed: int,
+                   keys: Sequence[str] | None = None) -> np.ndarray:
     """``(views, n, d)`` features: one unaugmented view, or ``views`` augmented ones."""
     if views == 1:
-        return extract(extractor, paths, image_size, batch_size)[None]
+        return extract(extractor, paths, image_size, batch_size, keys=keys)[None]
     return np.stack([extract(extractor, paths, image_size, batch_size, augment,
-                             seed + 1009 * v) for v in range(views)])
+                             seed + 1009 * v, keys) for v in range(views)])
 
 
 class CachedViews(keras.utils.PyDataset):

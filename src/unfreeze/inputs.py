@@ -1,90 +1,212 @@
-"""tf.data input pipeline: decode, resize, batch, augment (training only), prefetch.
+"""tf.data input pipeline: decode and resize once, batch, augment (training only), prefetch.
 
-Images are decoded as 3-channel RGB uint8 (grayscale and palette expanded, alpha dropped, GIF
-first frame), resized to a square ``image_size`` with antialiased bilinear filtering and handed
-to the model as float32 raw pixels in [0, 255]; the model does its own ``preprocess_input``.
-Evaluation datasets are never shuffled and keep the last partial batch, so predictions line up
-with the manifest rows one to one.
+Images are decoded as 3-channel RGB (grayscale and palette expanded, alpha dropped, GIF first
+frame), resized to a square ``image_size`` with antialiased bilinear filtering and rounded to
+uint8. Rows with a content hash (``keys``: the manifest's sha256) are decoded once into the
+:class:`DecodedCache` on disk and read back from there by every later epoch, stage and fold.
+Batches reach the model as float32 raw pixels in [0, 255]; the model does its own
+``preprocess_input``. Training augmentation composes rotation, shift, shear, zoom and flips
+into one affine matrix per image and warps each image once (ImageDataGenerator semantics).
+Evaluation datasets are never shuffled and keep the last partial batch, so predictions line
+up with the manifest rows one to one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from unfreeze.io import write_atomic
 from unfreeze.params import AugmentParams
 
 AUTOTUNE = tf.data.AUTOTUNE
+CACHE_ENV = "UNFREEZE_CACHE_DIR"
+DEFAULT_CACHE_DIR = ".unfreeze/cache"
 
 
 def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read one file and return a (size, size, 3) float32 image with values in [0, 255]."""
+    """Read one file and return a (size, size, 3) uint8 image."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
-def augmenter(params: AugmentParams, seed: int) -> keras.Sequential:
-    """Keras preprocessing layers equivalent to the ImageDataGenerator arguments."""
-    fill = params.fill_mode
-    steps: list[keras.layers.Layer] = []
-    flip = {(True, False): "horizontal", (False, True): "vertical",
-            (True, True): "horizontal_and_vertical"}.get(
-        (params.horizontal_flip, params.vertical_flip))
-    if flip:
-        steps.append(keras.layers.RandomFlip(flip, seed=seed))
-    if params.rotation:
-        steps.append(keras.layers.RandomRotation(params.rotation / 360.0, fill_mode=fill,
-                                                 seed=seed + 1))
-    if params.width_shift or params.height_shift:
-        steps.append(keras.layers.RandomTranslation(
-            (-params.height_shift, params.height_shift), (-params.width_shift, params.width_shift),
-            fill_mode=fill, seed=seed + 2))
-    if params.shear:
-        factor = math.tan(math.radians(params.shear))
-        steps.append(keras.layers.RandomShear(x_factor=factor, y_factor=factor, fill_mode=fill,
-                                              seed=seed + 3))
-    if params.zoom:
-        steps.append(keras.layers.RandomZoom((-params.zoom, params.zoom),
-                                             (-params.zoom, params.zoom), fill_mode=fill,
-                                             seed=seed + 4))
-    return keras.Sequential(steps, name="augment")
+def read_decoded(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read one :class:`DecodedCache` file back as a (size, size, 3) uint8 image."""
+    raw = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
+    return tf.broadcast_to(tf.reshape(raw, [image_size, image_size, -1]),
+                           [image_size, image_size, 3])  # 1-channel files hold gray images
+
+
+class DecodedCache:
+    """Decoded, resized images as raw uint8 files named by content hash and size.
+
+    ``<root>/<size>px/<sha[:2]>/<sha>.u8`` holds ``size*size`` bytes for a gray image (all
+    channels equal) or ``size*size*3`` for a colour one. The name is the image's content, so
+    the cache never goes stale, identical images share one file, and concurrent writers (CV
+    folds) write the same bytes; every file is written atomically.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def file(self, key: str, image_size: int) -> Path:
+        return self.root / f"{image_size}px" / key[:2] / f"{key}.u8"
+
+    def fill(self, paths: Sequence[str], keys: Sequence[str], image_size: int) -> list[str]:
+        """Decode the images not cached yet; return the cache file of every row, in order."""
+        if len(keys) != len(paths):
+            raise ValueError(f"{len(keys)} keys for {len(paths)} paths")
+        files = [self.file(key, image_size) for key in keys]
+        sizes = (image_size * image_size, image_size * image_size * 3)
+        missing: dict[Path, str] = {}
+        for path, file in zip(paths, files, strict=True):
+            if file not in missing and not (file.is_file() and file.stat().st_size in sizes):
+                missing[file] = path
+        if missing:
+            decoded = tf.data.Dataset.from_tensor_slices(list(missing.values())).map(
+                lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
+                deterministic=True).prefetch(AUTOTUNE)
+            for file, image in zip(missing, decoded.as_numpy_iterator(), strict=True):
+                gray = bool((image == image[..., :1]).all())
+                data = (image[..., :1] if gray else image).tobytes()
+                write_atomic(file, lambda tmp, data=data: tmp.write_bytes(data))
+            print(f"decoded cache: {len(missing)} new of {len(set(files))} images at "
+                  f"{image_size}px in {self.root}", flush=True)
+        return [str(file) for file in files]
+
+
+def default_cache() -> DecodedCache | None:
+    """The cache under ``$UNFREEZE_CACHE_DIR`` (default ``.unfreeze/cache``); "" turns it off."""
+    root = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+    return DecodedCache(root) if root else None
+
+
+def random_transforms(seed: tf.Tensor, n: tf.Tensor, height: int, width: int,
+                      params: AugmentParams) -> tf.Tensor:
+    """``(n, 8)`` projective transforms: one ImageDataGenerator draw per image, composed.
+
+    Output pixel (x, y) samples the input at ``M @ (x, y, 1)`` with, as ImageDataGenerator,
+    ``M = center · rotation · shift · shear · zoom · uncenter``, followed by the flips. Shifts
+    follow their names: ``width_shift`` moves along x, ``height_shift`` along y.
+    """
+    u = tf.random.stateless_uniform([n, 8], seed=seed, dtype=tf.float32)
+
+    def sym(column: int, limit: float) -> tf.Tensor:
+        return (2.0 * u[:, column] - 1.0) * limit
+
+    one = tf.ones([n])
+    return affine_transforms(
+        theta=sym(0, math.radians(params.rotation)),
+        tx=sym(1, params.width_shift * width), ty=sym(2, params.height_shift * height),
+        shear=sym(3, math.radians(params.shear)),
+        zx=1.0 + sym(4, params.zoom), zy=1.0 + sym(5, params.zoom),
+        flip_x=tf.where(u[:, 6] < 0.5, -one, one) if params.horizontal_flip else one,
+        flip_y=tf.where(u[:, 7] < 0.5, -one, one) if params.vertical_flip else one,
+        height=height, width=width)
+
+
+def affine_transforms(theta: tf.Tensor, tx: tf.Tensor, ty: tf.Tensor, shear: tf.Tensor,
+                      zx: tf.Tensor, zy: tf.Tensor, flip_x: tf.Tensor, flip_y: tf.Tensor,
+                      height: int, width: int) -> tf.Tensor:
+    """``(n, 8)`` transforms from per-image angles (radians), shifts (pixels), zooms, flips (±1)."""
+    one, zero = tf.ones_like(theta), tf.zeros_like(theta)
+
+    def matrix(rows: list[list[tf.Tensor]]) -> tf.Tensor:
+        return tf.stack([tf.stack(row, axis=-1) for row in rows], axis=-2)  # (n, 3, 3)
+
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    center = matrix([[one, zero, cx * one], [zero, one, cy * one], [zero, zero, one]])
+    uncenter = matrix([[one, zero, -cx * one], [zero, one, -cy * one], [zero, zero, one]])
+    parts = [
+        center,
+        matrix([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta), zero],
+                [zero, zero, one]]),
+        matrix([[one, zero, tx], [zero, one, ty], [zero, zero, one]]),
+        matrix([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]]),
+        matrix([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]]),
+        uncenter,
+        # flips act on the output, after the warp: x -> width-1-x is center·(-1)·uncenter
+        center,
+        matrix([[flip_x, zero, zero], [zero, flip_y, zero], [zero, zero, one]]),
+        uncenter,
+    ]
+    m = parts[0]
+    for part in parts[1:]:
+        m = tf.linalg.matmul(m, part)
+    return tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros_like(m[:, 0, :2])], axis=1)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
+    """Warp each float image of a batch once by its own random transform (bilinear)."""
+    height, width = images.shape[1], images.shape[2]
+    return warp(images, random_transforms(seed, tf.shape(images)[0], height, width, params),
+                params.fill_mode)
+
+
+def warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str) -> tf.Tensor:
+    """Bilinear projective warp of a float batch, one transform per image."""
+    height, width = images.shape[1], images.shape[2]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[height, width],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode.upper())
+
+
+def augments(params: AugmentParams | None) -> bool:
+    """Whether ``params`` changes images at all (an all-zero section means no augmentation)."""
+    return params is not None and bool(
+        params.rotation or params.width_shift or params.height_shift or params.shear
+        or params.zoom or params.horizontal_flip or params.vertical_flip)
 
 
 def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None,
                  image_size: int, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-                 augment: AugmentParams | None = None) -> tf.data.Dataset:
+                 augment: AugmentParams | None = None, keys: Sequence[str] | None = None,
+                 cache: DecodedCache | None = None) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` (or images alone when ``labels`` is None).
 
-    ``shuffle`` reshuffles every epoch; ``augment`` is applied on whole batches after decoding.
-    No sample is dropped: the last batch may be smaller.
+    With ``keys`` (content hashes of ``paths``), images come from ``cache`` (default:
+    :func:`default_cache`), decoded there first if needed. ``shuffle`` reshuffles every epoch;
+    ``augment`` draws new transforms every epoch. No sample is dropped: the last batch may be
+    smaller.
     """
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
+    cache = cache or (default_cache() if keys is not None else None)
+    if keys is not None and cache is not None:
+        sources, load_one = cache.fill(paths, keys, image_size), read_decoded
+    else:
+        sources, load_one = list(paths), decode_resize
+    ds = tf.data.Dataset.from_tensor_slices(sources)
     if labels is not None:
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(
             np.asarray(labels, dtype=np.int32)))
     if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
 
     def load(path, *label):
-        image = decode_resize(path, image_size)
+        image = load_one(path, image_size)
         return (image, *label) if label else image
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=False)
-    aug = augmenter(augment, seed) if augment is not None else None
-    if aug is not None and aug.layers:  # an all-zero augment section means no augmentation
+    if augments(augment):
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-        def apply(images, *label):
-            images = aug(images, training=True)
-            return (images, *label) if label else images
+        def apply(batch, pair):
+            images = augment_batch(tf.cast(batch[0], tf.float32), pair, augment)
+            return (images, *batch[1:]) if len(batch) > 1 else images
 
-        ds = ds.map(apply, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.zip(ds.map(lambda *b: b), seeds).map(
+            apply, num_parallel_calls=AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.map(lambda images, *label: (tf.cast(images, tf.float32), *label)
+                    if label else tf.cast(images, tf.float32),
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 

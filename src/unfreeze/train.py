@@ -28,10 +28,11 @@ META_FILE = "meta.json"
 
 @dataclass(frozen=True)
 class Rows:
-    """Absolute image paths and integer labels of one split."""
+    """Absolute image paths, integer labels and content hashes (decoded-cache keys)."""
 
     paths: list[str]
     labels: np.ndarray
+    keys: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ def rows_of(table: pa.Table, root: Path, classes: list[str]) -> Rows:
     index = {name: i for i, name in enumerate(classes)}
     paths = list(iter_paths(root, table["path"].to_pylist()))
     labels = np.asarray([index[label] for label in table["label"].to_pylist()], dtype=np.int32)
-    return Rows(paths, labels)
+    keys = table["sha256"].to_pylist() if "sha256" in table.column_names else None
+    return Rows(paths, labels, keys)
 
 
 def training_rows(splits: pa.Table, root: Path) -> TrainingData:
@@ -115,17 +117,18 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     if views:
         train_in = features.CachedViews(
             features.training_views(extractor, data.train.paths, image_size, phase.batch_size,
-                                    augment, views, seed),
+                                    augment, views, seed, keys=data.train.keys),
             data.train.labels, phase.batch_size, weights, seed, first_epoch=initial_epoch)
-        val_in = (features.extract(extractor, data.val.paths, image_size, phase.batch_size),
+        val_in = (features.extract(extractor, data.val.paths, image_size, phase.batch_size,
+                                   keys=data.val.keys),
                   data.val.labels)
         fit_weights = None  # CachedViews yields per-sample weights itself
     else:
         train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
                                        phase.batch_size, shuffle=True, seed=seed,
-                                       augment=augment)
+                                       augment=augment, keys=data.train.keys)
         val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size,
-                                     phase.batch_size)
+                                     phase.batch_size, keys=data.val.keys)
     feature_seconds = round(time.perf_counter() - started, 2)
     early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
                                            restore_best_weights=True)

@@ -1,0 +1,80 @@
+"""Evaluation throughput: our test-set prediction against raw ``model.predict`` in memory.
+
+    .venv/bin/python benchmarks/inference.py [--size 299] [--images 192] [--batch 64]
+
+One model (random init) predicts the same ``--images`` ELPV images three ways, each timed
+twice, alternating, best run kept: raw ``model.predict`` on a float32 array already in
+memory (the ceiling), our evaluation path (``evaluate.predict``: tf.data from the decoded
+cache, unshuffled, last partial batch kept) and the same path decoding the image files.
+Prints images/s of each and, last, ours over the in-memory ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def best_rates(runs: dict, n_images: int, repeats: int = 2) -> dict[str, float]:
+    """Highest images/s of each run over ``repeats`` rounds that alternate the runs."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: n_images / min(values) for name, values in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=299)
+    parser.add_argument("--images", type=int, default=192)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from unfreeze import data as data_lib
+    from unfreeze import inputs
+    from unfreeze import model as model_lib
+    from unfreeze.evaluate import predict
+    from unfreeze.params import DataParams, ModelParams
+    from unfreeze.scan import scan
+
+    manifest, _ = scan(DataParams(), progress=False)
+    root = data_lib.resolve_root("elpv")
+    rows = data_lib.ok_rows(manifest).to_pylist()[: args.images]
+    paths, keys = [str(root / r["path"]) for r in rows], [r["sha256"] for r in rows]
+    model = model_lib.build(ModelParams(image_size=args.size, weights=None), 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ[inputs.CACHE_ENV] = tmp
+        inputs.default_cache().fill(paths, keys, args.size)
+        in_memory = inputs.load_images(paths, args.size)
+        model.predict(in_memory[: args.batch], batch_size=args.batch, verbose=0)  # warm-up
+        runs = {
+            "raw model.predict, in memory": lambda: model.predict(
+                in_memory, batch_size=args.batch, verbose=0),
+            "evaluate.predict, decoded cache": lambda: predict(model, paths, args.size,
+                                                               args.batch, keys),
+            "evaluate.predict, decoding files": lambda: predict(model, paths, args.size,
+                                                                args.batch),
+        }
+        outputs = {name: run() for name, run in runs.items()}  # warm-up, and check agreement
+        rates = best_rates(runs, len(paths))
+    for name, rate in rates.items():
+        diff = float(np.abs(outputs[name] - outputs["raw model.predict, in memory"]).max())
+        print(f"{name:34s} {rate:7.1f} images/s   max |p - p_raw| {diff:.1e}")
+    ceiling, cached, decoding = rates.values()
+    print(f"evaluation at {args.size}x{args.size}, batch {args.batch}, {os.cpu_count()} CPUs: "
+          f"decoded cache / raw in-memory = {cached / ceiling:.2f}x, "
+          f"decoding / raw in-memory = {decoding / ceiling:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
