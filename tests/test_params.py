@@ -59,6 +59,9 @@ def test_values_are_typed_and_frozen():
         ({"finetune": {"unfreeze_from": 0}}, ["finetune.unfreeze_from", "0"]),
         ({"seed": 1.5}, ["seed", "1.5"]),
         ({"head": 3}, ["head", "3", "mapping"]),
+        ({"train": {"precision": "fp16"}}, ["train.precision", "'fp16'", "'mixed_float16'"]),
+        ({"deterministic": True, "train": {"xla": True}}, ["train.xla", "True",
+                                                           "deterministic"]),
     ],
 )
 def test_invalid_values_name_the_key_and_the_value(raw, fragments):

@@ -72,6 +72,32 @@ def _load(path):
     return load_images([str(path)], 75)[0]
 
 
+def test_precision_and_xla_params_reach_the_model_and_its_saved_file(image_folder, tmp_path):
+    from test_train import splits_for
+
+    from unfreeze.model import load
+
+    tdata = train.training_rows(splits_for(image_folder), image_folder)
+    for precision, xla in (("mixed_bfloat16", False), ("mixed_float16", True)):
+        params = params_from_dict({**TINY, "train": {"precision": precision, "xla": xla}})
+        model, summary = recipe.phase_one(params, tdata, tmp_path / precision / "report")
+        assert keras.mixed_precision.global_policy().name == "float32"  # restored
+        assert (summary["precision"], summary["xla"]) == (precision, xla)
+        assert model.jit_compile is xla
+        conv = base_of(model).layers[1]  # the first convolution
+        assert conv.compute_dtype == precision.split("_")[1] and conv.kernel.dtype == "float32"
+        assert model.get_layer("predictions").compute_dtype == "float32"  # stable softmax
+        if precision == "mixed_float16":  # Keras scales the loss against float16 underflow
+            assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+        train.save_model(model, tmp_path / precision, {})
+        reloaded = load(tmp_path / precision / "model.keras")
+        assert base_of(reloaded).layers[1].compute_dtype == conv.compute_dtype
+        images = np.stack([_load(p) for p in tdata.val.paths])
+        probs = reloaded.predict(images, verbose=0)
+        assert probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
+
+
 REPEAT = """
 import sys
 from pathlib import Path

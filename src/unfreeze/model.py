@@ -7,7 +7,9 @@ The saved model takes raw pixels (0–255, RGB): InceptionV3's ``preprocess_inpu
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -124,9 +126,47 @@ def make_optimizer(params: PhaseParams) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(params.learning_rate)
 
 
-def compile_for(model: keras.Model, params: PhaseParams) -> None:
+def compile_for(model: keras.Model, params: PhaseParams,
+                jit_compile: bool | str = "auto") -> None:
+    """Compile for one phase; ``jit_compile``: XLA on, off, or Keras' ``auto``."""
     model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=jit_compile)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: float32 on CPU; mixed_bfloat16 on GPUs >= 8.0, mixed_float16 on 7.x."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get(
+        "compute_capability", (0, 0))
+    return ("mixed_bfloat16" if capability >= (8, 0)
+            else "mixed_float16" if capability >= (7, 0) else "float32")
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Build layers under dtype ``policy`` (see :func:`set_precision`), then restore."""
+    previous = keras.mixed_precision.global_policy().name
+    set_precision(policy)
+    try:
+        yield
+    finally:
+        set_precision(previous)
+
+
+def set_precision(policy: str) -> None:
+    """Set Keras' global dtype policy (``float32``, ``mixed_bfloat16``, ``mixed_float16``).
+
+    Layers built afterwards compute in the policy's dtype and keep float32 variables; the
+    output layer stays float32 (see :func:`build`), and Keras scales the loss under
+    ``mixed_float16``. Saved models carry their layers' policies.
+    """
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def load(path: str | Path, legacy_h5: bool = False) -> keras.Model:

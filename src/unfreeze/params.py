@@ -184,6 +184,19 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class TrainParams:
+    """How both phases compute: precision policy and XLA compilation.
+
+    ``precision: auto`` is float32 on CPUs (measured fastest here, benchmarks/precision.py),
+    ``mixed_bfloat16`` on GPUs of compute capability >= 8.0 and ``mixed_float16`` on 7.x.
+    ``xla: auto`` is Keras' choice: XLA when every layer supports it and op determinism is off.
+    """
+
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    xla: Literal["auto", True, False] = "auto"
+
+
+@dataclass(frozen=True)
 class CVParams:
     """k-fold cross-validation of the whole recipe on the non-test pool."""
 
@@ -237,9 +250,15 @@ class Params:
     augment: AugmentParams = field(default_factory=AugmentParams)
     head: HeadParams = field(default_factory=HeadParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     cv: CVParams = field(default_factory=CVParams)
     retrain: RetrainParams = field(default_factory=RetrainParams)
+
+    def __post_init__(self) -> None:
+        if self.deterministic and self.train.xla is True:
+            _fail("train.xla", self.train.xla, "`auto` or false with `deterministic: true` "
+                  "(XLA kernels are not covered by TensorFlow's op determinism)")
 
 
 def _type_name(tp: Any) -> str:

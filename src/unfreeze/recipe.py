@@ -17,7 +17,7 @@ from unfreeze import train
 from unfreeze.checkpoint import Backup
 from unfreeze.params import Params
 
-HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head")
+HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head", "train")
 FINETUNE_SECTIONS = (*HEAD_SECTIONS, "finetune")
 
 
@@ -38,8 +38,9 @@ def phase_one(params: Params, data: train.TrainingData, report_dir: Path,
               backup: Backup | None = None) -> tuple[keras.Model, dict]:
     """Train a new head on the frozen base; return the full model and the phase summary."""
     seed_everything(params.seed, params.deterministic)
-    model = model_lib.build(params.model, len(data.classes))
-    model_lib.compile_for(model, params.head)
+    with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
+        model = model_lib.build(params.model, len(data.classes))
+    model_lib.compile_for(model, params.head, params.train.xla)
     summary = train.fit_phase(model, data, params.head, params.augment,
                               params.model.image_size, params.seed, report_dir, backup)
     return model, summary
@@ -50,7 +51,7 @@ def phase_two(params: Params, model: keras.Model, data: train.TrainingData, repo
     """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``."""
     seed_everything(params.seed + 1, params.deterministic)
     n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
-    model_lib.compile_for(model, params.finetune)
+    model_lib.compile_for(model, params.finetune, params.train.xla)
     image_size = model.input_shape[1]
     summary = train.fit_phase(model, data, params.finetune, params.augment, image_size,
                               params.seed + 1, report_dir, backup)

@@ -108,7 +108,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     trainable = model
     if views:
         extractor, trainable = features.split(model)
-        compile_for(trainable, phase)
+        compile_for(trainable, phase, model.jit_compile)
     resumed = restore(backup, trainable) if backup else None
     initial_epoch = 0
     if resumed:
@@ -152,6 +152,8 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
                                          else summary["epochs_run"])
         summary["resumed_after_epoch"] = resumed.epochs_done if resumed else 0
         summary["cached_views"] = views
+        summary["precision"] = model.dtype_policy.name
+        summary["xla"] = bool(trainable.jit_compile)
         summary["feature_seconds"] = feature_seconds if views else 0.0
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)

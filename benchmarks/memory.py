@@ -1,0 +1,129 @@
+"""Peak memory and wall time of `dvc repro evaluate` as the data grows: 1x, 2x, 4x ELPV.
+
+    .venv/bin/python benchmarks/memory.py [--repeats 1 2 4] [--size 96] [--head-epochs 1]
+                                          [--finetune-epochs 1] [--keep DIR]
+
+For each repeat factor k, builds a fresh project (git + DVC, this checkout's code and
+dvc.yaml) whose ``data/images`` holds the 2,624 ELPV images k times over, in class folders.
+Copy 0 links the original files; every further copy re-encodes each image with one pixel
+changed, so all k x 2,624 images are distinct (no content is shared through the decoded
+cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate
+(random init, ``--size`` pixels) and records the wall time and the peak RSS of the largest
+process (ru_maxrss of the waited children). Prints both per factor and, last, the ratios
+to 1x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+           "print('maxrss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+           "file=sys.stderr); sys.exit(code)")
+
+
+def image_folder(dest: Path, repeats: int) -> int:
+    """ELPV ``repeats`` times over in ``dest/<label>/``; returns the number of images."""
+    import numpy as np
+    from PIL import Image
+
+    from unfreeze import data as data_lib
+    from unfreeze.params import DataParams
+    from unfreeze.scan import scan
+
+    manifest, _ = scan(DataParams(), progress=False)
+    root = data_lib.resolve_root("elpv")
+    n = 0
+    for i, row in enumerate(data_lib.ok_rows(manifest).to_pylist()):
+        folder = dest / row["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        source = root / row["path"]
+        (folder / f"{i:05d}_0.png").symlink_to(source)
+        pixels = np.asarray(Image.open(source)) if repeats > 1 else None
+        for copy in range(1, repeats):
+            changed = pixels.copy()
+            changed.flat[0] = (int(changed.flat[0]) + copy) % 256
+            Image.fromarray(changed).save(folder / f"{i:05d}_{copy}.png", compress_level=1)
+        n += repeats
+    return n
+
+
+def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
+    """A committed project of this checkout's code over ``repeats`` x ELPV."""
+    import yaml
+
+    dest.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, dest / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    n = image_folder(dest / "data/images", repeats)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["data"]["source"] = "data/images"
+    params["model"].update(weights=None, image_size=args.size)
+    params["head"]["epochs"] = args.head_epochs
+    params["finetune"]["epochs"] = args.finetune_epochs
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    with open(dest / ".git/info/exclude", "a") as exclude:
+        exclude.write("/data/images/\n")  # a DVC dependency, not a git file
+    for cmd in ([sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "benchmark"]):
+        subprocess.run(cmd, cwd=dest, env=environment(), check=True, capture_output=True)
+    return n
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="3",
+               GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b",
+               GIT_COMMITTER_EMAIL="b@b")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--head-epochs", type=int, default=1)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="unfreeze-memory-"))
+    results = {}
+    try:
+        for k in args.repeats:
+            dest = work / f"x{k}"
+            n = project(dest, k, args)
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", MEASURE, "dvc", "repro", "evaluate"],
+                                  cwd=dest, env=environment(), capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if proc.returncode != 0:
+                raise SystemExit(f"x{k}: dvc repro failed:\n{proc.stdout[-3000:]}"
+                                 f"{proc.stderr[-3000:]}")
+            peak = int(proc.stderr.split("maxrss_kb")[-1].split()[0]) / 1024**2
+            results[k] = (n, seconds, peak)
+            print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB",
+                  flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    n1, s1, p1 = results[args.repeats[0]]
+    for k, (n, seconds, peak) in results.items():
+        print(f"{k}x over {args.repeats[0]}x: images {n / n1:.1f}x, wall time "
+              f"{seconds / s1:.2f}x, peak RSS {peak / p1:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
