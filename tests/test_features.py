@@ -1,4 +1,4 @@
-"""Phase-one feature caching: the cached head is the model's own head, views cycle by epoch."""
+"""Feature caching: the cached parts are the model's own layers, views cycle by epoch."""
 
 import numpy as np
 from test_train import splits_for
@@ -38,6 +38,7 @@ def test_phase_one_on_cached_views_trains_the_full_models_own_head(image_folder,
     data = train.training_rows(splits_for(image_folder), image_folder)
     params = params_from_dict({
         "model": {"image_size": 75, "weights": None, "hidden_units": 8},
+        "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
         "head": {"epochs": 3, "batch_size": 8, "patience": 0, "cached_views": 2,
                  "learning_rate": 0.01}})
     recipe.seed_everything(params.seed, False)  # the initial head phase_one will build
@@ -58,3 +59,58 @@ def test_phase_one_on_cached_views_trains_the_full_models_own_head(image_folder,
     assert feats.shape == (len(paths), 2048)
     direct = model.predict(load_images(paths, 75), verbose=0)
     np.testing.assert_allclose(head.predict(feats, verbose=0), direct, atol=1e-6)
+
+
+def test_phase_two_on_cached_activations_trains_the_full_models_unfrozen_blocks(
+        image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = train.training_rows(splits_for(image_folder), image_folder)
+    params = params_from_dict({
+        "model": {"image_size": 75, "weights": None, "hidden_units": 8},
+        "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
+        "head": {"epochs": 1, "batch_size": 8},
+        "finetune": {"epochs": 1, "batch_size": 8, "patience": 0, "cached_views": 1,
+                     "learning_rate": 0.01, "unfreeze_from": "mixed9"}})
+    model, _ = recipe.phase_one(params, data, tmp_path / "head")
+    base = model_lib.base_of(model)
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers
+              if layer.weights}
+    model, summary = recipe.phase_two(params, model, data, tmp_path / "finetune")
+    assert summary["cached_views"] == 1 and summary["epochs_run"] == 1
+
+    start = model_lib.unfreeze_start(base, "mixed9")
+    for i, layer in enumerate(base.layers):
+        if not layer.weights:
+            continue
+        same = all(np.array_equal(a, b) for a, b in zip(before[layer.name],
+                                                        layer.get_weights(), strict=True))
+        frozen = i < start or layer.name.startswith("batch_normalization")
+        assert same == frozen, layer.name  # unfrozen convolutions moved, the rest did not
+
+    # the part trained on cached activations is the full model's own layers
+    extractor, top = features.split(model, "mixed9")
+    upper = top.get_layer("upper_base")
+    assert all(any(layer is other for other in base.layers) for layer in upper.layers[1:])
+    assert top.get_layer("predictions") is model.get_layer("predictions")
+    feats = features.extract(extractor, data.val.paths, 75, batch_size=4)
+    assert feats.shape[1:] == tuple(base.get_layer("mixed8").output.shape[1:])
+    direct = model.predict(load_images(data.val.paths, 75), verbose=0)
+    np.testing.assert_allclose(top.predict(feats, verbose=0), direct, atol=1e-6)
+
+
+def test_a_layer_count_inside_a_block_cuts_at_that_blocks_start():
+    model = model_lib.build(params_from_dict({"model": {"image_size": 75, "weights": None,
+                                                        "hidden_units": 8}}).model, 2)
+    base = model_lib.base_of(model)
+    model_lib.unfreeze(model, 17)  # the classic recipe's last 20 model layers
+    start = model_lib.unfreeze_start(base, 17)
+    assert base.layers[features.cut_index(base, start)].name == "mixed9"
+    assert features.cut_index(base, model_lib.unfreeze_start(base, "mixed9")) == [
+        layer.name for layer in base.layers].index("mixed8")
+    extractor, top = features.split(model, 17)
+    images = np.random.default_rng(0).random((3, 75, 75, 3)).astype(np.float32) * 255
+    np.testing.assert_allclose(top.predict(extractor.predict(images, verbose=0), verbose=0),
+                               model.predict(images, verbose=0), atol=1e-6)
+    upper = top.get_layer("upper_base")  # mixed10's first layers are in it, still frozen
+    assert sum(1 for layer in upper.layers if layer.trainable and layer.weights) == sum(
+        1 for layer in base.layers[start:] if layer.trainable and layer.weights) > 0

@@ -1,16 +1,18 @@
-"""Phase-one feature caching: with the base frozen, its pooled features are computed once.
+"""Feature caching: the frozen part of the model runs over the training images once.
 
 In phase one only the head trains, and the frozen base (in inference mode) maps an image to
-the same pooled feature vector every epoch. So instead of a full forward pass per image per
-epoch (the classic recipe), the base runs over the training images ``head.cached_views`` times
-in all and the head trains on those arrays:
+the same pooled feature vector every epoch. In phase two the layers below ``unfreeze_from``
+are frozen and in inference mode too, so they map an image to the same activations (the
+input of the first unfrozen block) every epoch. So instead of a full forward pass per image
+per epoch (the classic recipe), the frozen part runs over the training images
+``<phase>.cached_views`` times in all and the trainable part trains on those arrays:
 
-- ``cached_views: 1``: the features of the unaugmented images (no augmentation in phase one);
+- ``cached_views: 1``: the features of the unaugmented images (no augmentation);
 - ``cached_views: K > 1``: K augmented views, computed once; epoch ``e`` uses view ``e % K``;
 - ``cached_views: 0``: no caching, fresh augmentation every epoch through the full model.
 
-The head trained here is made of the very layer objects of the full model (:func:`split`), so
-the full model that is saved carries the trained head: nothing is copied or detached.
+The trainable part is made of the very layer objects of the full model (:func:`split`), so
+the full model that is saved carries what was trained: nothing is copied or detached.
 """
 
 from __future__ import annotations
@@ -22,23 +24,52 @@ import keras
 import numpy as np
 
 from unfreeze import inputs
-from unfreeze.params import AugmentParams
+from unfreeze import model as model_lib
+from unfreeze.params import INCEPTION_BLOCKS, AugmentParams
 
 HEAD_LAYERS = ("dropout", "hidden", "predictions")
 
 
-def split(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(extractor: raw image → pooled features, head: features → probabilities).
+def split(model: keras.Model, unfreeze_from: str | int | None = None
+          ) -> tuple[keras.Model, keras.Model]:
+    """(extractor: raw image → features, trainable part: features → probabilities).
 
-    Both share the full model's layers: training ``head`` trains the full model's head.
+    Without ``unfreeze_from`` (phase one) the features are the pooled base output and the
+    trainable part is the head. With it (phase two) the features are the output of the last
+    block boundary at or below the first unfrozen layer (:func:`cut_index`), and the trainable
+    part is the rest of the base (still called with ``training=False``; layers below
+    ``unfreeze_from`` in it stay frozen) plus the head. Both parts share the full model's layers.
     """
-    pool = model.get_layer("pool")
-    extractor = keras.Model(model.inputs, pool.output, name="extractor")
-    features = keras.Input(pool.output.shape[1:], name="features")
-    x = features
-    for name in HEAD_LAYERS:
+    if unfreeze_from is None:
+        pool = model.get_layer("pool")
+        extractor = keras.Model(model.inputs, pool.output, name="extractor")
+        features = keras.Input(pool.output.shape[1:], name="features")
+        x = features
+        for name in HEAD_LAYERS:
+            x = model.get_layer(name)(x)
+        return extractor, keras.Model(features, x, name="head")
+    base = model_lib.base_of(model)
+    cut = base.layers[cut_index(base, model_lib.unfreeze_start(base, unfreeze_from))]
+    upper = keras.Model(cut.output, base.output, name="upper_base")
+    lower = keras.Model(base.inputs, cut.output, name="lower_base")
+    image = keras.Input(model.input_shape[1:], name="image")
+    extractor = keras.Model(image, lower(model.get_layer("preprocess")(image), training=False),
+                            name="extractor")
+    features = keras.Input(cut.output.shape[1:], name="features")
+    x = upper(features, training=False)
+    for name in ("pool", *HEAD_LAYERS):
         x = model.get_layer(name)(x)
-    return extractor, keras.Model(features, x, name="head")
+    return extractor, keras.Model(features, x, name="top")
+
+
+def cut_index(base: keras.Model, start: int) -> int:
+    """Index of the base layer whose output is the only tensor every layer from ``start`` on
+    needs: the end of the inception block (or the stem) that ``start`` lies in or follows."""
+    names = [layer.name for layer in base.layers]
+    boundaries = [model_lib.block_start(base, block) - 1 for block in INCEPTION_BLOCKS
+                  if block in names]
+    below = [i for i in boundaries if i < start]
+    return max(below) if below else 0  # 0: the input layer, nothing below is frozen
 
 
 def extract(extractor: keras.Model, paths: Sequence[str], image_size: int, batch_size: int,

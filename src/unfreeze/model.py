@@ -98,19 +98,23 @@ def block_start(base: keras.Model, block: str) -> int:
     return pools[-1] + 1
 
 
+def unfreeze_start(base: keras.Model, unfreeze_from: str | int) -> int:
+    """Index of the first base layer that phase two trains (a block start or top N layers)."""
+    if isinstance(unfreeze_from, int):
+        if not 1 <= unfreeze_from <= len(base.layers):
+            raise ParamsError(f"finetune.unfreeze_from: {unfreeze_from} layers requested, the "
+                             f"base has {len(base.layers)}")
+        return len(base.layers) - unfreeze_from
+    return block_start(base, unfreeze_from)
+
+
 def unfreeze(model: keras.Model, unfreeze_from: str | int) -> int:
     """Make the base trainable from a block name or for its top N layers; BatchNorm stays frozen.
 
     Returns the number of base layers that hold trainable weights afterwards.
     """
     base = base_of(model)
-    if isinstance(unfreeze_from, int):
-        if not 1 <= unfreeze_from <= len(base.layers):
-            raise ParamsError(f"finetune.unfreeze_from: {unfreeze_from} layers requested, the "
-                             f"base has {len(base.layers)}")
-        start = len(base.layers) - unfreeze_from
-    else:
-        start = block_start(base, unfreeze_from)
+    start = unfreeze_start(base, unfreeze_from)
     base.trainable = True
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)

@@ -123,6 +123,7 @@ class PhaseParams:
     batch_size: int = 32
     patience: int = 3
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    cached_views: int = 0  # 0: fresh augmentation through the frozen part every epoch
 
     def _check(self, section: str) -> None:
         if self.epochs < 1:
@@ -133,6 +134,9 @@ class PhaseParams:
             _fail(f"{section}.batch_size", self.batch_size, "an integer >= 1")
         if self.patience < 0:
             _fail(f"{section}.patience", self.patience, "an integer >= 0 (0 disables early stop)")
+        if not 0 <= self.cached_views <= MAX_VIEWS:
+            _fail(f"{section}.cached_views", self.cached_views,
+                  f"an integer in 0 … {MAX_VIEWS} (0 = no caching)")
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,6 @@ class HeadParams(PhaseParams):
 
     def __post_init__(self) -> None:
         self._check("head")
-        if not 0 <= self.cached_views <= MAX_VIEWS:
-            _fail("head.cached_views", self.cached_views,
-                  f"an integer in 0 … {MAX_VIEWS} (0 = no caching)")
 
 
 @dataclass(frozen=True)

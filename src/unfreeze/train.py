@@ -93,8 +93,9 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
               backup: Backup | None = None) -> dict:
     """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
 
-    With ``head.cached_views`` > 0 (phase one only), the frozen base's features are computed
-    once and the model's own head layers train on them (:mod:`unfreeze.features`).
+    With ``<phase>.cached_views`` > 0, the frozen part's features (pooled base output in phase
+    one, activations below ``unfreeze_from`` in phase two) are computed once and the model's own
+    trainable layers train on them (:mod:`unfreeze.features`).
     Per-epoch metrics go to ``report_dir`` through dvclive (metrics.json + plots/metrics/).
     With ``backup``, the phase is saved after every epoch and a matching backup left by an
     interrupted run is resumed: only the remaining epochs train, and early stopping keeps
@@ -104,10 +105,10 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     started = time.perf_counter()
     weights = class_weights(data.train.labels, len(data.classes),
                             getattr(phase, "class_weight", None))
-    views = getattr(phase, "cached_views", 0)
+    views = phase.cached_views
     trainable = model
     if views:
-        extractor, trainable = features.split(model)
+        extractor, trainable = features.split(model, getattr(phase, "unfreeze_from", None))
         compile_for(trainable, phase, model.jit_compile)
     resumed = restore(backup, trainable) if backup else None
     initial_epoch = 0
