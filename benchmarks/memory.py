@@ -5,7 +5,7 @@
 
 For each repeat factor k, builds a fresh project (git + DVC, this checkout's code and
 dvc.yaml) whose ``data/images`` holds the 2,624 ELPV images k times over, in class folders.
-Copy 0 links the original files; every further copy re-encodes each image with one pixel
+Copy 0 is the original files; every further copy re-encodes each image with one pixel
 changed, so all k x 2,624 images are distinct (no content is shared through the decoded
 cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate
 (random init, ``--size`` pixels) and records the wall time and the peak RSS of the largest
@@ -46,7 +46,7 @@ def image_folder(dest: Path, repeats: int) -> int:
         folder = dest / row["label"]
         folder.mkdir(parents=True, exist_ok=True)
         source = root / row["path"]
-        (folder / f"{i:05d}_0.png").symlink_to(source)
+        shutil.copyfile(source, folder / f"{i:05d}_0.png")  # scan refuses outside links
         pixels = np.asarray(Image.open(source)) if repeats > 1 else None
         for copy in range(1, repeats):
             changed = pixels.copy()

@@ -9,15 +9,22 @@ The classic recipe, as the well-known InceptionV3 fine-tuning article writes it:
 shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest")`` and
 ``flow_from_directory``; InceptionV3 without top + GlobalAveragePooling2D + Dense(1024, relu)
 + Dense(softmax); base frozen, Adam 1e-3; then the last 20 layers trainable, Adam 1e-4; both
-phases ``fit`` on the generators with ``steps_per_epoch = samples // batch_size``. Only its
-test prediction is made correct (``shuffle=False``), so that its metrics mean something.
+phases ``fit`` on the generators. Two corrections, so that the comparison is fair and its
+metrics mean something: the test prediction uses ``shuffle=False``, and ``steps_per_epoch`` is
+the generator's length. The article's ``samples // batch_size`` drops the last partial batch
+and, on Keras 3, leaves the next epoch a single batch ("Your input ran out of data"), so every
+second epoch would hardly train; ``--article-steps`` restores it (and prints the batches run).
 
 Ours: :func:`recipe.phase_one`, :func:`recipe.phase_two` and the evaluation path with the
-shipped defaults (cached phase-one features, decoded cache starting cold, unfreeze from
-mixed9), early stopping off as in the classic recipe. Both start from the same InceptionV3
+shipped defaults (cached phase-one features, decoded cache starting cold), the same layers
+unfrozen as the article (``finetune.unfreeze_from: 17`` base layers; ``--unfreeze-from
+mixed9`` for our default) and early stopping off as in the classic recipe, once per
+``--finetune-views`` value (phase two with fresh augmentation through the whole base, 0, or
+on cached activations below the unfrozen block, 1). Each contender runs in its own process,
+one after the other. Both start from the same InceptionV3
 base weights (with ``--weights null`` one random initialisation, saved and loaded by both)
 on the same ELPV split (train / val / test of ``split_table``). Prints per-phase wall times,
-both models' test accuracy and ROC-AUC and, last, the ratios.
+each model's test accuracy and ROC-AUC and, last, the ratios.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ def class_folders(dest: Path, rows: list[dict], root: Path) -> None:
 
 
 def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_weights: Path,
-            n_classes: int) -> tuple[dict[str, float], object, list[int]]:
+            n_classes: int, article_steps: bool) -> tuple[dict[str, float], object, list[int]]:
     """Run the article's recipe; return phase times, test probabilities and test labels."""
     import keras
     from keras.applications import InceptionV3
@@ -71,9 +78,11 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
     for layer in base_model.layers:
         layer.trainable = False
     model.compile(optimizer=Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    fit = {"validation_data": validation_generator, "verbose": 2,
-           "steps_per_epoch": train_generator.samples // batch,
-           "validation_steps": validation_generator.samples // batch}
+    batches = batch_counter()()
+    fit = {"validation_data": validation_generator, "verbose": 2, "callbacks": [batches]}
+    if article_steps:
+        fit.update(steps_per_epoch=train_generator.samples // batch,
+                   validation_steps=validation_generator.samples // batch)
     model.fit(train_generator, epochs=epochs[0], **fit)
     times["phase one"] = time.perf_counter() - started
 
@@ -91,7 +100,24 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
     probs = model.predict(test_generator, steps=math.ceil(test_generator.samples / batch),
                           verbose=0)
     times["test evaluation"] = time.perf_counter() - started
+    print(f"classic recipe: {batches.count} training batches run, "
+          f"{len(train_generator) * sum(epochs)} in {sum(epochs)} full epochs", flush=True)
     return times, probs, list(test_generator.classes)
+
+
+def batch_counter():
+    """A Keras callback class counting training batches (Keras imported lazily)."""
+    import keras
+
+    class Counter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            self.count += 1
+
+    return Counter
 
 
 def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object]:
@@ -113,6 +139,36 @@ def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object
     return times, probs
 
 
+def contender(args: argparse.Namespace) -> None:
+    """Run one contender in this process; write its times and test predictions as JSON."""
+    import json
+
+    from common import demo_split
+
+    from unfreeze.params import params_from_dict
+
+    _, tdata, test_rows, _ = demo_split()
+    work = args.work
+    if args.contender == "classic":
+        times, probs, labels = classic(work / "folders", args.size, args.batch,
+                                       (args.head_epochs, args.finetune_epochs),
+                                       work / "base.weights.h5", len(tdata.classes),
+                                       args.article_steps)
+    else:
+        views = int(args.contender.split(":")[1])
+        os.environ["UNFREEZE_CACHE_DIR"] = str(work / f"cache{views}")  # starts cold
+        params = params_from_dict({
+            "model": {"image_size": args.size, "weights": str(work / "base.weights.h5")},
+            "head": {"epochs": args.head_epochs, "batch_size": args.batch, "patience": 0},
+            "finetune": {"epochs": args.finetune_epochs, "batch_size": args.batch,
+                         "patience": 0, "cached_views": views,
+                         "unfreeze_from": args.unfreeze_from}})
+        times, probs = ours(params, tdata, test_rows, work / f"ours{views}")
+        labels = test_rows.labels.tolist()
+    (work / f"{args.contender}.json").write_text(json.dumps(
+        {"times": times, "probs": probs.tolist(), "labels": [int(y) for y in labels]}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,59 +177,76 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--weights", default="null", help="null | imagenet | a no-top .h5")
+    parser.add_argument("--finetune-views", type=int, nargs="+", default=[0, 1],
+                        help="our runs, one per finetune.cached_views value")
+    parser.add_argument("--unfreeze-from", default="17",
+                        help="ours: finetune.unfreeze_from (17 base layers = the article's "
+                             "last 20 model layers; or a block such as mixed9)")
     parser.add_argument("--full", action="store_true", help="299 px, 10 + 10 epochs")
+    parser.add_argument("--article-steps", action="store_true",
+                        help="steps_per_epoch = samples // batch_size, as the article")
+    parser.add_argument("--contender", help=argparse.SUPPRESS)  # internal: one run
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.full:
         args.size, args.head_epochs, args.finetune_epochs = 299, 10, 10
+    if args.unfreeze_from.isdigit():
+        args.unfreeze_from = int(args.unfreeze_from)
+    if args.contender:
+        return contender(args)
+
+    import json
+    import subprocess
+    import sys
 
     import keras
     import numpy as np
     from common import demo_split
 
     from unfreeze.evaluate import compute_metrics
-    from unfreeze.params import params_from_dict
 
     splits, tdata, test_rows, root = demo_split()
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} test "
           f"{len(test_rows.paths)}; {args.size} px; epochs {args.head_epochs} + "
-          f"{args.finetune_epochs}; batch {args.batch}; weights {args.weights}; "
-          f"{os.cpu_count()} CPUs", flush=True)
-
+          f"{args.finetune_epochs}; batch {args.batch}; weights {args.weights}; ours "
+          f"unfreeze_from {args.unfreeze_from}; {os.cpu_count()} CPUs; one process each",
+          flush=True)
+    names = ["classic", *(f"ours:{views}" for views in args.finetune_views)]
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        os.environ["UNFREEZE_CACHE_DIR"] = str(work / "cache")  # ours starts cold
-        base_file = work / "base.weights.h5"  # one initialisation for both
-        keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(0)  # one initialisation of the base for every contender
         keras.applications.InceptionV3(
             include_top=False, input_shape=(args.size, args.size, 3),
-            weights=None if args.weights == "null" else args.weights).save_weights(base_file)
+            weights=None if args.weights == "null" else args.weights,
+        ).save_weights(work / "base.weights.h5")
         class_folders(work / "folders", splits.to_pylist(), root)
-        classic_times, classic_probs, classic_labels = classic(
-            work / "folders", args.size, args.batch, (args.head_epochs, args.finetune_epochs),
-            base_file, len(tdata.classes))
-        print(f"classic: {classic_times}", flush=True)
-        keras.backend.clear_session()
-        params = params_from_dict({
-            "model": {"image_size": args.size, "weights": str(base_file)},
-            "head": {"epochs": args.head_epochs, "batch_size": args.batch, "patience": 0},
-            "finetune": {"epochs": args.finetune_epochs, "batch_size": args.batch,
-                         "patience": 0}})
-        our_times, our_probs = ours(params, tdata, test_rows, work / "ours")
-        print(f"ours: {our_times}", flush=True)
+        for name in names:
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--contender", name,
+                            "--work", str(work)], check=True)
+            results[name] = json.loads((work / f"{name}.json").read_text())
 
-    # flow_from_directory's class indices are the sorted folder names, as our classes
-    classic_metrics = compute_metrics(np.asarray(classic_labels), classic_probs, tdata.classes)
-    our_metrics = compute_metrics(test_rows.labels, our_probs, tdata.classes)
-    for name, times, m in (("classic recipe", classic_times, classic_metrics),
-                           ("unfreeze stages", our_times, our_metrics)):
-        print(f"{name:16s} " + "  ".join(f"{k} {v:6.1f} s" for k, v in times.items())
+    rows = []
+    for name, result in results.items():
+        # the classic recipe's classes are flow_from_directory's sorted folder names, as ours
+        m = compute_metrics(np.asarray(result["labels"]), np.asarray(result["probs"]),
+                            tdata.classes)
+        label = ("classic recipe" if name == "classic"
+                 else f"ours, finetune.cached_views {name.split(':')[1]}")
+        rows.append((label, result["times"], m))
+    (_, classic_times, classic_metrics), ours_rows = rows[0], rows[1:]
+    for name, times, m in rows:
+        print(f"{name:32s} " + "  ".join(f"{k} {v:6.1f} s" for k, v in times.items())
               + f"  total {sum(times.values()):6.1f} s | test accuracy {m['accuracy']:.4f}"
               f" roc_auc {m['roc_auc']:.4f}")
-    for phase in classic_times:
-        print(f"speed-up, {phase}: {classic_times[phase] / our_times[phase]:.2f}x")
-    total = sum(classic_times.values()) / sum(our_times.values())
-    gap = our_metrics["roc_auc"] - classic_metrics["roc_auc"]
-    print(f"speed-up, end to end: {total:.2f}x; test ROC-AUC ours - classic: {gap:+.4f}")
+    for name, times, m in ours_rows:
+        ratios = ", ".join(f"{phase} {classic_times[phase] / times[phase]:.2f}x"
+                           for phase in classic_times)
+        total = sum(classic_times.values()) / sum(times.values())
+        gap = m["roc_auc"] - classic_metrics["roc_auc"]
+        print(f"{name}: speed-up {ratios}; end to end {total:.2f}x; "
+              f"test ROC-AUC ours - classic {gap:+.4f}")
+    return None
 
 
 if __name__ == "__main__":
