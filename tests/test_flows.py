@@ -22,6 +22,7 @@ TINY = {
     "model": {"image_size": 75, "weights": None, "hidden_units": 8},
     "head": {"epochs": 1, "batch_size": 8},
     "finetune": {"epochs": 1, "batch_size": 8},
+    "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
     "cv": {"folds": 2, "phases": ["head"]},
     "retrain": {"workers": 2},
 }

@@ -21,6 +21,7 @@ TINY = {
     "model": {"image_size": 75, "weights": None, "hidden_units": 8},
     "head": {"epochs": 1, "batch_size": 8},
     "finetune": {"epochs": 1, "batch_size": 8},
+    "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
     "cv": {"folds": 3, "phases": ["head"]},
 }
 K = TINY["cv"]["folds"]
@@ -77,6 +78,9 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     for r in splits:
         group_splits.setdefault(r["group"], set()).add(r["split"])
     assert all(len(v) == 1 for v in group_splits.values())  # split.group_by: group
+    # every image was decoded once into the content-keyed cache, at the model's size
+    cached = {f.stem for f in (project / ".unfreeze/cache/75px").glob("*/*.u8")}
+    assert cached == {r["sha256"] for r in splits}
 
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
@@ -223,6 +227,7 @@ def test_sigkill_during_training_keeps_lock_and_outputs_then_resumes(built, tmp_
 
     out = run(project, sys.executable, "-m", "dvc", "repro", "head").stdout
     assert f"resuming from backup .unfreeze/backup/head: {done} epoch(s) done" in out
+    assert "decoded cache:" not in out  # no image decoded again: all came from the cache
     trained = [int(n) for n in re.findall(r"^Epoch (\d+)/4", out, flags=re.M)]
     assert trained == list(range(done + 1, 5))  # only the remaining epochs
     report = json.loads((project / "reports/head/metrics.json").read_text())

@@ -15,6 +15,7 @@ from unfreeze.splits import split_table
 
 TINY = {"model": {"image_size": 75, "weights": None, "hidden_units": 8},
         "head": {"epochs": 1, "batch_size": 8}, "finetune": {"epochs": 1, "batch_size": 8},
+        "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested below
         "split": {"test": 0.25, "val": 0.25}}
 
 
@@ -75,24 +76,25 @@ def _load(path):
 def test_precision_and_xla_params_reach_the_model_and_its_saved_file(image_folder, tmp_path):
     from test_train import splits_for
 
-    from unfreeze.model import load
+    from unfreeze.model import build, load, precision
 
     tdata = train.training_rows(splits_for(image_folder), image_folder)
-    for precision, xla in (("mixed_bfloat16", False), ("mixed_float16", True)):
-        params = params_from_dict({**TINY, "train": {"precision": precision, "xla": xla}})
-        model, summary = recipe.phase_one(params, tdata, tmp_path / precision / "report")
-        assert keras.mixed_precision.global_policy().name == "float32"  # restored
-        assert (summary["precision"], summary["xla"]) == (precision, xla)
-        assert model.jit_compile is xla
-        conv = base_of(model).layers[1]  # the first convolution
-        assert conv.compute_dtype == precision.split("_")[1] and conv.kernel.dtype == "float32"
-        assert model.get_layer("predictions").compute_dtype == "float32"  # stable softmax
-        if precision == "mixed_float16":  # Keras scales the loss against float16 underflow
-            assert type(model.optimizer).__name__ == "LossScaleOptimizer"
-        train.save_model(model, tmp_path / precision, {})
-        reloaded = load(tmp_path / precision / "model.keras")
-        assert base_of(reloaded).layers[1].compute_dtype == conv.compute_dtype
-        images = np.stack([_load(p) for p in tdata.val.paths])
+    images = np.stack([_load(p) for p in tdata.val.paths])
+    params = params_from_dict({**TINY, "train": {"precision": "mixed_float16", "xla": True}})
+    model, summary = recipe.phase_one(params, tdata, tmp_path / "report")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert (summary["precision"], summary["xla"]) == ("mixed_float16", True)
+    assert model.jit_compile is True
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer"  # against fp16 underflow
+    with precision("mixed_bfloat16"):  # (training in bfloat16 is emulated, slow, on CPU)
+        bf16 = build(params.model, 2)
+    for built, dtype in ((model, "float16"), (bf16, "bfloat16")):
+        conv = base_of(built).layers[1]  # the first convolution
+        assert conv.compute_dtype == dtype and conv.kernel.dtype == "float32"
+        assert built.get_layer("predictions").compute_dtype == "float32"  # stable softmax
+        train.save_model(built, tmp_path / dtype, {})
+        reloaded = load(tmp_path / dtype / "model.keras")
+        assert base_of(reloaded).layers[1].compute_dtype == dtype
         probs = reloaded.predict(images, verbose=0)
         assert probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-3)
