@@ -18,3 +18,13 @@ def demo_split():
     tdata = train.training_rows(splits, root)
     test = splits.filter([s == "test" for s in splits["split"].to_pylist()])
     return splits, tdata, train.rows_of(test, root, tdata.classes), root
+
+
+def demo_rows(limit: int | None = None):
+    """``(usable ELPV manifest rows as dicts, at most limit, data root)``."""
+    from unfreeze import data as data_lib
+    from unfreeze.params import DataParams
+    from unfreeze.scan import scan
+
+    manifest, _ = scan(DataParams(), progress=False)
+    return data_lib.ok_rows(manifest).to_pylist()[:limit], data_lib.resolve_root("elpv")

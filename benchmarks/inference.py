@@ -39,17 +39,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    from common import demo_rows
 
-    from unfreeze import data as data_lib
     from unfreeze import inputs
     from unfreeze import model as model_lib
     from unfreeze.evaluate import predict
-    from unfreeze.params import DataParams, ModelParams
-    from unfreeze.scan import scan
+    from unfreeze.params import ModelParams
 
-    manifest, _ = scan(DataParams(), progress=False)
-    root = data_lib.resolve_root("elpv")
-    rows = data_lib.ok_rows(manifest).to_pylist()[: args.images]
+    rows, root = demo_rows(args.images)
     paths, keys = [str(root / r["path"]) for r in rows], [r["sha256"] for r in rows]
     model = model_lib.build(ModelParams(image_size=args.size, weights=None), 2)
     with tempfile.TemporaryDirectory() as tmp:

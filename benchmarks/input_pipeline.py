@@ -42,17 +42,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
 
+    from common import demo_rows
+
     # Keras 3.15 no longer exports ImageDataGenerator; its code still ships as legacy
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from unfreeze import data as data_lib
     from unfreeze import inputs
-    from unfreeze.params import AugmentParams, DataParams
-    from unfreeze.scan import scan
+    from unfreeze.params import AugmentParams
 
-    manifest, _ = scan(DataParams(), progress=False)
-    root = data_lib.resolve_root("elpv")
-    rows = data_lib.ok_rows(manifest).to_pylist()[: args.images]
+    rows, root = demo_rows(args.images)
     n_batches = len(rows) // args.batch - 1  # whole batches after the warm-up one
     with tempfile.TemporaryDirectory() as tmp:
         for i, r in enumerate(rows):  # class folders for flow_from_directory

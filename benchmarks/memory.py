@@ -33,16 +33,12 @@ MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]
 def image_folder(dest: Path, repeats: int) -> int:
     """ELPV ``repeats`` times over in ``dest/<label>/``; returns the number of images."""
     import numpy as np
+    from common import demo_rows
     from PIL import Image
 
-    from unfreeze import data as data_lib
-    from unfreeze.params import DataParams
-    from unfreeze.scan import scan
-
-    manifest, _ = scan(DataParams(), progress=False)
-    root = data_lib.resolve_root("elpv")
+    rows, root = demo_rows()
     n = 0
-    for i, row in enumerate(data_lib.ok_rows(manifest).to_pylist()):
+    for i, row in enumerate(rows):
         folder = dest / row["label"]
         folder.mkdir(parents=True, exist_ok=True)
         source = root / row["path"]

@@ -28,23 +28,20 @@ def measure(policy: str, xla: bool, size: int, images, labels, batch: int, weigh
     from unfreeze.params import FinetuneParams, ModelParams
 
     keras.backend.clear_session()
-    model_lib.set_precision(policy)
-    try:
+    with model_lib.precision(policy):  # as recipe.phase_one: the policy applies to building
         model = model_lib.build(ModelParams(image_size=size, weights=None), 2)
-        model.set_weights(weights)
-        model_lib.unfreeze(model, "mixed9")
-        model_lib.compile_for(model, FinetuneParams(), jit_compile=xla)
-        model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)  # warm-up, compile
-        started = time.perf_counter()
-        model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
-        train_rate = len(images) / (time.perf_counter() - started)
-        model.set_weights(weights)  # predict with the same weights in every setting
-        model.predict(images[:batch], batch_size=batch, verbose=0)
-        started = time.perf_counter()
-        probs = model.predict(images, batch_size=batch, verbose=0)
-        predict_rate = len(images) / (time.perf_counter() - started)
-    finally:
-        model_lib.set_precision("float32")
+    model.set_weights(weights)
+    model_lib.unfreeze(model, "mixed9")
+    model_lib.compile_for(model, FinetuneParams(), jit_compile=xla)
+    model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)  # warm-up, compile
+    started = time.perf_counter()
+    model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
+    train_rate = len(images) / (time.perf_counter() - started)
+    model.set_weights(weights)  # predict with the same weights in every setting
+    model.predict(images[:batch], batch_size=batch, verbose=0)
+    started = time.perf_counter()
+    probs = model.predict(images, batch_size=batch, verbose=0)
+    predict_rate = len(images) / (time.perf_counter() - started)
     return train_rate, predict_rate, probs
 
 

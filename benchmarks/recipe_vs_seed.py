@@ -78,7 +78,13 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
     for layer in base_model.layers:
         layer.trainable = False
     model.compile(optimizer=Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
-    batches = batch_counter()()
+    class BatchCounter(keras.callbacks.Callback):
+        count = 0
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            self.count += 1
+
+    batches = BatchCounter()
     fit = {"validation_data": validation_generator, "verbose": 2, "callbacks": [batches]}
     if article_steps:
         fit.update(steps_per_epoch=train_generator.samples // batch,
@@ -103,21 +109,6 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
     print(f"classic recipe: {batches.count} training batches run, "
           f"{len(train_generator) * sum(epochs)} in {sum(epochs)} full epochs", flush=True)
     return times, probs, list(test_generator.classes)
-
-
-def batch_counter():
-    """A Keras callback class counting training batches (Keras imported lazily)."""
-    import keras
-
-    class Counter(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.count = 0
-
-        def on_train_batch_end(self, batch, logs=None) -> None:
-            self.count += 1
-
-    return Counter
 
 
 def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object]:

@@ -188,25 +188,22 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     if shuffle:
         ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
 
+    augmenting = augments(augment)
+
     def load(path, *label):
-        image = load_one(path, image_size)
-        return (image, *label) if label else image
+        return (load_one(path, image_size), *label)  # always a tuple, labels or not
+
+    def finish(batch, seed_pair):
+        images = tf.cast(batch[0], tf.float32)
+        if augmenting:
+            images = augment_batch(images, seed_pair, augment)
+        return (images, *batch[1:]) if len(batch) > 1 else images
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=False)
-    if augments(augment):
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-        def apply(batch, pair):
-            images = augment_batch(tf.cast(batch[0], tf.float32), pair, augment)
-            return (images, *batch[1:]) if len(batch) > 1 else images
-
-        ds = tf.data.Dataset.zip(ds.map(lambda *b: b), seeds).map(
-            apply, num_parallel_calls=AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(lambda images, *label: (tf.cast(images, tf.float32), *label)
-                    if label else tf.cast(images, tf.float32),
-                    num_parallel_calls=AUTOTUNE, deterministic=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
+                                            deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 

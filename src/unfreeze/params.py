@@ -18,7 +18,7 @@ import yaml
 INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
 MIN_IMAGE_SIZE = 75
 MAX_FOLDS = 10  # dvc.yaml declares the fold stages cv@0 … cv@9
-MAX_VIEWS = 50  # head.cached_views
+MAX_VIEWS = 50  # head.cached_views, finetune.cached_views
 PHASES = ("head", "finetune")
 
 
