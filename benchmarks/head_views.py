@@ -32,7 +32,7 @@ def main() -> None:
     from common import demo_split
 
     from unfreeze import recipe
-    from unfreeze.evaluate import compute_metrics, predict
+    from unfreeze.metrics import compute_metrics, predict
     from unfreeze.params import params_from_dict
 
     weights = None if args.weights == "null" else args.weights

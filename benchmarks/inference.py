@@ -4,7 +4,7 @@
 
 One model (random init) predicts the same ``--images`` ELPV images three ways, each timed
 twice, alternating, best run kept: raw ``model.predict`` on a float32 array already in
-memory (the ceiling), our evaluation path (``evaluate.predict``: tf.data from the decoded
+memory (the ceiling), our evaluation path (``metrics.predict``: tf.data from the decoded
 cache, unshuffled, last partial batch kept) and the same path decoding the image files.
 Prints images/s of each and, last, ours over the in-memory ceiling.
 """
@@ -43,7 +43,7 @@ def main() -> None:
 
     from unfreeze import inputs
     from unfreeze import model as model_lib
-    from unfreeze.evaluate import predict
+    from unfreeze.metrics import predict
     from unfreeze.params import ModelParams
 
     rows, root = demo_rows(args.images)
@@ -57,9 +57,9 @@ def main() -> None:
         runs = {
             "raw model.predict, in memory": lambda: model.predict(
                 in_memory, batch_size=args.batch, verbose=0),
-            "evaluate.predict, decoded cache": lambda: predict(model, paths, args.size,
+            "metrics.predict, decoded cache": lambda: predict(model, paths, args.size,
                                                                args.batch, keys),
-            "evaluate.predict, decoding files": lambda: predict(model, paths, args.size,
+            "metrics.predict, decoding files": lambda: predict(model, paths, args.size,
                                                                 args.batch),
         }
         outputs = {name: run() for name, run in runs.items()}  # warm-up, and check agreement

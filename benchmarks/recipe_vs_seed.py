@@ -114,7 +114,7 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
 def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object]:
     """Our phase one, phase two and test prediction; phase times and test probabilities."""
     from unfreeze import recipe
-    from unfreeze.evaluate import predict
+    from unfreeze.metrics import predict
 
     times = {}
     started = time.perf_counter()
@@ -194,7 +194,7 @@ def main() -> None:
     import numpy as np
     from common import demo_split
 
-    from unfreeze.evaluate import compute_metrics
+    from unfreeze.metrics import compute_metrics
 
     splits, tdata, test_rows, root = demo_split()
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} test "

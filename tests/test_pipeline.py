@@ -22,6 +22,7 @@ TINY = {
     "head": {"epochs": 1, "batch_size": 8},
     "finetune": {"epochs": 1, "batch_size": 8},
     "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
+    "evaluate": {"tta": "hflip"},
     "cv": {"folds": 3, "phases": ["head"]},
 }
 K = TINY["cv"]["folds"]
@@ -93,8 +94,19 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     preds = pq.read_table(project / "reports/evaluate/predictions.parquet")
     assert preds.num_rows == len(by["test"]) and set(preds["path"].to_pylist()) == by["test"]
     assert {"prob_cat", "prob_dog", "label", "predicted"} <= set(preds.column_names)
-    for name in ("confusion.png", "roc.png", "pr.png", "confusion.csv", "roc.csv", "pr.csv"):
+    for name in ("confusion.png", "roc.png", "pr.png", "confusion.csv", "roc.csv", "pr.csv",
+                 "reliability.png", "reliability.csv", "gradcam.png"):
         assert (project / "reports/evaluate" / name).stat().st_size > 0
+    # operating point fitted on validation; test reported at 0.5 and at it, with and without TTA
+    assert metrics["n_val"] == len(by["val"]) and metrics["tta"] == "hflip"
+    assert 0 < metrics["threshold"] < 1 and metrics["threshold_rule"] == "f1"
+    assert 0.05 <= metrics["temperature"] <= 20 and 0 <= metrics["ece"] <= 1
+    assert set(metrics["compare"]) == {"tta_none@0.5", "tta_none@tuned", "tta_hflip@0.5",
+                                       "tta_hflip@tuned"}
+    point = json.loads((project / "reports/evaluate/operating_point.json").read_text())
+    assert point["threshold"] == metrics["threshold"] and point["fitted_on"] == "val"
+    dog = [r["prob_dog"] >= point["threshold"] for r in preds.to_pylist()]
+    assert dog == [p == "dog" for p in preds["predicted"].to_pylist()]
     for phase in ("head", "finetune"):
         meta = json.loads((project / f"models/{phase}/meta.json").read_text())
         assert meta["classes"] == ["cat", "dog"] and meta["image_size"] == 75
@@ -124,10 +136,115 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     module.write_text(code)
 
 
+def test_export_predict_explain_and_html_report(project, tmp_path):
+    """`dvc repro export`, then the CLI on the exported model, then the page in Chromium."""
+    assert repro(project, "export") == ["export"]
+    parity = json.loads((project / "reports/export/metrics.json").read_text())
+    assert parity["passed"] and parity["n_test"] == 8
+    assert parity["savedmodel_max_abs_diff"] <= 1e-4 and parity["tflite_max_abs_diff"] <= 1e-4
+    assert parity["tflite_quant_accuracy_drop"] <= 0.01
+    assert 0 < parity["tflite_quant_max_abs_diff"] < 0.05  # really quantised, still close
+    bundle = project / "models/export"
+    assert (bundle / "labels.txt").read_text() == "cat\ndog\n"
+    assert (bundle / "saved_model/saved_model.pb").is_file()
+    assert (bundle / "model_quant.tflite").stat().st_size < (bundle / "model.tflite").stat(
+        ).st_size / 3
+    point = json.loads((project / "reports/evaluate/operating_point.json").read_text())
+    assert json.loads((bundle / "meta.json").read_text())["operating_point"] == {
+        k: point[k] for k in ("classes", "positive_class", "threshold", "threshold_rule",
+                              "temperature", "tta")}
+
+    # predict: a folder (with a broken file) and a glob; the same numbers as evaluate
+    evaluated = {r["path"]: r for r in pq.read_table(
+        project / "reports/evaluate/predictions.parquet").to_pylist()}
+    inputs = tmp_path / "new"
+    for i, rel in enumerate(sorted(evaluated)[:3]):
+        (inputs / "sub").mkdir(parents=True, exist_ok=True)
+        shutil.copy(project / "data/images" / rel, inputs / ("sub" if i else "") / f"{i}.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG but not really")
+    out = tmp_path / "preds.csv"
+    cli = [sys.executable, "-m", "unfreeze.cli"]
+    run(project, *cli, "predict", "--model", "models/export", str(inputs), "--out", str(out))
+    import csv
+
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert sorted(rows) == ["0.png", "1.png", "2.png", "broken.png"]
+    assert rows["broken.png"]["error"] and rows["broken.png"]["prob_cat"] == ""
+    for i, rel in enumerate(sorted(evaluated)[:3]):
+        row, ref = rows[f"{i}.png"], evaluated[rel]
+        assert not row["error"] and row["predicted"] == ref["predicted"]
+        assert float(row["prob_dog"]) == pytest.approx(ref["prob_dog"], abs=1e-5)
+        assert (float(row["prob_dog"]) >= point["threshold"]) == (row["predicted"] == "dog")
+    proc = run(project, *cli, "predict", "--model", "models/finetune/model.keras",
+               str(inputs / "sub/*.png"), "--out", str(tmp_path / "p.parquet"), "--tta",
+               "none")
+    assert "no operating point" in proc.stderr
+    assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
+    bad = run(project, *cli, "predict", "--model", "models/export", "nowhere/*.png", "--out",
+              str(tmp_path / "p.parquet"), check=False)
+    assert bad.returncode == 2 and "'nowhere/*.png'" in bad.stderr
+
+    # explain: Grad-CAM grid of given images
+    run(project, *cli, "explain", "--model", "models/export/model.keras",
+        str(inputs / "0.png"), str(inputs / "sub"), "--out", str(tmp_path / "cam.png"))
+    assert (tmp_path / "cam.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the report: one self-contained page; CV not run yet, so its section says so
+    run(project, *cli, "report")
+    page = project / "reports/index.html"
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert "no cross-validation report" in text and "tta_hflip@tuned" in text
+    rendered = render_in_chromium(page, tmp_path / "page.png")
+    assert rendered["errors"] == []
+    assert rendered["images"] == 6 and rendered["broken_images"] == []  # CV adds 2 later
+    assert rendered["tables"] >= 5
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def render_in_chromium(page: Path, screenshot: Path) -> dict:
+    """Open ``page`` in headless Chromium; count images/tables, list broken images and
+    console errors, save a full-page screenshot."""
+    import os
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            raise AssertionError("chromium and chromium-driver are missing (.ci/run installs "
+                                 "them with apt-get)")
+        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install chromium "
+                    "chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(page.resolve().as_uri())
+        found = driver.execute_script("""
+            const imgs = [...document.images];
+            return {images: imgs.length,
+                    broken_images: imgs.filter(i => !(i.complete && i.naturalWidth > 0))
+                                       .map(i => i.alt),
+                    tables: document.querySelectorAll('table').length,
+                    height: document.body.scrollHeight};""")
+        driver.set_window_size(1200, min(found["height"] + 100, 12000))
+        driver.save_screenshot(str(screenshot))
+        found["errors"] = [e["message"] for e in driver.get_log("browser")
+                           if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    return found
+
+
 def test_cross_validation_folds_and_report(project):
     ran = repro(project)
-    assert ran[:1] == ["folds"] and sorted(ran[1:-1]) == sorted(FOLD_STAGES)
-    assert ran[-1] == "cv_report"
+    assert ran[:1] == ["folds"] and sorted(ran[1:-2]) == sorted(FOLD_STAGES)
+    assert ran[-2:] == ["cv_report", "report"]  # export already ran; the page gains CV
+    assert f"Cross-validation ({K} folds" in (project / "reports/index.html").read_text()
     assert not set(ran) & set(MAIN)  # CV never retrains or re-evaluates the main model
 
     splits = pq.read_table(project / "data/splits.parquet").to_pylist()

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from unfreeze import data, recipe, train
+from unfreeze.calibrate import apply_temperature
 from unfreeze.evaluate import evaluate_on_test
 from unfreeze.model import base_of
 from unfreeze.params import EvaluateParams, params_from_dict
@@ -61,7 +62,8 @@ def test_two_phase_recipe_then_evaluation(image_folder, tmp_path, monkeypatch):
     probs = np.stack([preds["prob_cat"].to_numpy(), preds["prob_dog"].to_numpy()], axis=1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     direct = model2.predict(np.stack([_load(root / p) for p in test_paths]), verbose=0)
-    np.testing.assert_allclose(direct, probs, atol=1e-5)  # rows line up with their images
+    calibrated = apply_temperature(direct, metrics["temperature"])  # fitted on validation
+    np.testing.assert_allclose(calibrated, probs, atol=1e-5)  # rows line up with their images
     for name in ("confusion.csv", "roc.csv", "pr.csv", "confusion.png", "roc.png", "pr.png"):
         assert (out / name).stat().st_size > 0
     assert len((out / "confusion.csv").read_text().splitlines()) == 7

@@ -4,6 +4,9 @@
 - ``unfreeze retrain``: run the Prefect retrain flow once in this working copy, print a summary.
 - ``unfreeze serve --cron "0 3 * * *"``: serve the retrain flow on a schedule against the
   Prefect server at ``PREFECT_API_URL``, one run at a time per working copy.
+- ``unfreeze predict --model M INPUTS… --out F``: class probabilities of new images.
+- ``unfreeze explain --model M IMAGE… --out grid.png``: Grad-CAM heatmaps of given images.
+- ``unfreeze report``: write reports/index.html from whatever reports exist.
 """
 
 from __future__ import annotations
@@ -31,13 +34,81 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--project", default=".", help="project root (with dvc.yaml)")
     serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
+    _add_model_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.params)
     quiet_environment()
     if args.command == "retrain":
         return _retrain(Path(args.project))
-    return _serve(Path(args.project), args.cron, args.name)
+    if args.command == "serve":
+        return _serve(Path(args.project), args.cron, args.name)
+    if args.command == "report":
+        from unfreeze.report import build_report, inputs_under
+
+        print(build_report(inputs_under(Path(args.reports)), Path(args.out)))
+        return 0
+    return _use_model(args)
+
+
+def _add_model_commands(sub) -> None:
+    """Sub-commands that use a saved model, and `report`."""
+    predict = sub.add_parser("predict", help="predict images with a saved model")
+    predict.add_argument("--model", required=True, help="model.keras (meta.json beside it) "
+                         "or its folder, e.g. models/export")
+    predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    predict.add_argument("--out", required=True, help="output table: .parquet or .csv")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--tta", choices=("none", "hflip", "flips"), default=None,
+                         help="test-time augmentation (default: as stored with the model)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    explain = sub.add_parser("explain", help="Grad-CAM heatmaps of images as a PNG grid")
+    explain.add_argument("--model", required=True, help="model.keras or its folder")
+    explain.add_argument("images", nargs="+", help="image files, folders or globs")
+    explain.add_argument("--out", required=True, help="output PNG")
+    report = sub.add_parser("report", help="write the HTML report of this working copy")
+    report.add_argument("--reports", default="reports", help="folder of the stage reports")
+    report.add_argument("--out", default="reports/index.html")
+
+
+def _use_model(args: argparse.Namespace) -> int:
+    """`predict` and `explain`: user errors print one line and exit 2."""
+    from unfreeze import predict as pred
+
+    out = Path(args.out)
+    try:
+        if args.command == "predict" and out.suffix.lower() not in (".parquet", ".csv"):
+            raise pred.PredictError(f"--out {out}: the file name must end in .parquet or .csv")
+        if args.command == "explain" and out.suffix.lower() != ".png":
+            raise pred.PredictError(f"--out {out}: the file name must end in .png")
+        files = pred.expand_inputs(args.inputs if args.command == "predict" else args.images)
+        saved = pred.load_saved(args.model)
+    except (pred.PredictError, ValueError) as exc:
+        print(f"unfreeze: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.command == "explain":
+        from unfreeze.explain import explain_files
+
+        errors = pred.readable(files)
+        for file, error in zip(files, errors, strict=True):
+            if error:
+                print(f"skipped {file}: {error}", file=sys.stderr)
+        good = [str(f) for f, e in zip(files, errors, strict=True) if not e]
+        if not good:
+            print("unfreeze: error: no readable image to explain", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print(explain_files(saved.model, saved.classes, good, saved.image_size, out))
+        return 0
+    if saved.point is None:
+        print(f"note: {args.model} has no operating point stored with it (threshold, "
+              "temperature): predicting the arg-max class; the exported model "
+              "(models/export) has one", file=sys.stderr)
+    table = pred.predict_files(saved, files, args.batch_size, args.tta,
+                               progress=not args.no_progress)
+    pred.write_table(table, out)
+    failed = sum(e is not None for e in table["error"].to_pylist())
+    print(f"{out}: {table.num_rows} rows, {failed} unreadable")
+    return 0
 
 
 def check_server(url: str | None, timeout: float = 5.0) -> str | None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from unfreeze import folds, recipe, train
 from unfreeze.checkpoint import Backup
 from unfreeze.data import load_splits
-from unfreeze.evaluate import compute_metrics, predict, predictions_table
 from unfreeze.io import write_json, write_parquet
+from unfreeze.metrics import compute_metrics, predict, predictions_table
 from unfreeze.params import Params
 
 

@@ -11,15 +11,10 @@ import pyarrow.parquet as pq
 
 from unfreeze import folds as folds_lib
 from unfreeze.data import DataError
-from unfreeze.evaluate import (
-    compute_metrics,
-    curve_rows,
-    plot_curves,
-    save_figure,
-    write_csv,
-)
-from unfreeze.io import read_json, write_json
+from unfreeze.io import read_json, write_csv, write_json
+from unfreeze.metrics import compute_metrics, curve_rows
 from unfreeze.params import CVParams
+from unfreeze.plots import plot_curves, pyplot, save_figure
 
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
            "average_precision")
@@ -82,11 +77,7 @@ def write_report(out_dir: Path, report: dict, fold_rows: list[dict], roc: list[d
 
 
 def plot_pngs(out_dir: Path, report: dict, fold_rows: list[dict], roc: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     names = [m for m in METRICS if report["metrics"][m]["mean"] is not None]
     for i, name in enumerate(names):

@@ -1,209 +1,125 @@
-"""Test-set metrics, prediction table and plots (CSV for ``dvc plots``, PNG for people).
+"""The evaluate stage: operating point fitted on validation, then the test-set report.
 
-All functions here except :func:`predict` and the writers are pure: they take true labels
-(integers into ``classes``) and predicted probabilities and return numbers or rows.
+Writes metrics (CSV for ``dvc plots``, PNG for people), the prediction table, the
+calibration and Grad-CAM figures. Metrics and predictions themselves are in
+:mod:`unfreeze.metrics`, shared with cross-validation.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-from sklearn import metrics as skm
 
-from unfreeze.io import write_atomic, write_json, write_parquet
+from unfreeze.calibrate import (
+    OperatingPoint,
+    apply_temperature,
+    decide,
+    expected_calibration_error,
+    fit_operating_point,
+    reliability_rows,
+)
+from unfreeze.io import write_csv, write_json, write_parquet
+from unfreeze.metrics import (
+    compute_metrics,
+    curve_rows,
+    evaluation_rows,
+    is_split,
+    positive_index,
+    predict,
+    predict_views,
+    predictions_table,
+)
 from unfreeze.params import EvaluateParams
+from unfreeze.plots import plot_pngs, plot_reliability
 
 
-def predict(model, paths: list[str], image_size: int, batch_size: int,
-            keys: list[str] | None = None) -> np.ndarray:
-    """Class probabilities for ``paths`` in order (unshuffled, last partial batch kept).
-
-    ``keys`` (content hashes) read the images from the decoded cache.
-    """
-    from unfreeze.inputs import make_dataset
-
-    ds = make_dataset(paths, None, image_size, batch_size, keys=keys)
-    probs = model.predict(ds, verbose=0)
-    if len(probs) != len(paths):
-        raise RuntimeError(f"got {len(probs)} predictions for {len(paths)} images")
-    return probs
-
-
-def positive_index(y_true: np.ndarray, classes: list[str], positive: str | None) -> int:
-    """The positive class of a binary task: as given, else the rarer class in ``y_true``."""
-    if positive is not None:
-        if positive not in classes:
-            raise ValueError(f"evaluate.positive_class: {positive!r} is not one of {classes}")
-        return classes.index(positive)
-    counts = Counter(y_true.tolist())
-    return min(range(len(classes)), key=lambda i: (counts.get(i, 0), -i))
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-                    positive: str | None = None) -> dict:
-    """Accuracy, balanced accuracy, macro and per-class P/R/F1, ROC-AUC, average precision."""
-    y_pred = probs.argmax(axis=1)
-    labels = list(range(len(classes)))
-    p, r, f, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
-    out = {
-        "n_test": len(y_true),
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "precision": float(p.mean()),
-        "recall": float(r.mean()),
-        "f1": float(f.mean()),
-        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                          "support": int(support[i])} for i, c in enumerate(classes)},
-    }
-    present = np.unique(y_true)
-    if len(present) < 2:  # AUC is undefined with one class only
-        out["roc_auc"] = out["average_precision"] = None
-    elif len(classes) == 2:
-        pos = positive_index(y_true, classes, positive)
-        out["positive_class"] = classes[pos]
-        out["roc_auc"] = float(skm.roc_auc_score(y_true == pos, probs[:, pos]))
-        out["average_precision"] = float(skm.average_precision_score(y_true == pos, probs[:, pos]))
-    else:
-        onehot = np.eye(len(classes))[y_true]
-        cols = [i for i in labels if i in present]
-        out["roc_auc"] = float(skm.roc_auc_score(onehot[:, cols], probs[:, cols],
-                                                 average="macro"))
-        out["average_precision"] = float(skm.average_precision_score(
-            onehot[:, cols], probs[:, cols], average="macro"))
+def compare_settings(y_true: np.ndarray, probs_by_tta: dict[str, np.ndarray],
+                     point: OperatingPoint, positive: str | None) -> dict[str, dict]:
+    """Headline metrics for each TTA setting at 0.5 (arg-max) and at the tuned threshold."""
+    keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+            "average_precision")
+    out = {}
+    for tta, probs in probs_by_tta.items():
+        for name, threshold in (("0.5", 0.5), ("tuned", None)):
+            y_pred = decide(probs, point, threshold)
+            m = compute_metrics(y_true, probs, point.classes, positive, y_pred)
+            out[f"tta_{tta}@{name}"] = {k: m[k] for k in keys} | {
+                "ece": expected_calibration_error(y_true, probs)}
     return out
-
-
-def curve_rows(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-               positive: str | None = None) -> tuple[list[dict], list[dict]]:
-    """ROC rows (class, fpr, tpr) and PR rows (class, recall, precision), one-vs-rest.
-
-    A binary task gets the positive class's curves only.
-    """
-    if len(classes) == 2:
-        which = [positive_index(y_true, classes, positive)]
-    else:
-        which = list(range(len(classes)))
-    roc, pr = [], []
-    for i in which:
-        truth = y_true == i
-        if truth.all() or not truth.any():
-            continue
-        fpr, tpr, _ = skm.roc_curve(truth, probs[:, i])
-        roc += [{"class": classes[i], "fpr": float(a), "tpr": float(b)}
-                for a, b in zip(fpr, tpr, strict=True)]
-        prec, rec, _ = skm.precision_recall_curve(truth, probs[:, i])
-        pr += [{"class": classes[i], "recall": float(a), "precision": float(b)}
-               for a, b in zip(rec, prec, strict=True)]
-    return roc, pr
-
-
-def predictions_table(paths: list[str], y_true: np.ndarray, probs: np.ndarray,
-                      classes: list[str]) -> pa.Table:
-    """One row per test image: path, true and predicted label, one probability per class."""
-    columns = {
-        "path": paths,
-        "label": [classes[i] for i in y_true],
-        "predicted": [classes[i] for i in probs.argmax(axis=1)],
-    }
-    for i, name in enumerate(classes):
-        columns[f"prob_{name}"] = probs[:, i].astype(np.float64)
-    return pa.table(columns)
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    """Write dict rows as CSV with a header, atomically."""
-    import csv
-
-    def writer(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
-
-    return write_atomic(path, writer)
-
-
-def plot_pngs(out_dir: Path, y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-              roc: list[dict], pr: list[dict]) -> list[Path]:
-    """Confusion matrix, ROC and PR curves as PNG files (``dvc plots show`` needs a network)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    cm = skm.confusion_matrix(y_true, probs.argmax(axis=1), labels=list(range(len(classes))))
-    fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
-    skm.ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, colorbar=False)
-    ax.set_title("Test confusion matrix")
-    written.append(save_figure(fig, out_dir / "confusion.png"))
-    plt.close(fig)
-    written.append(plot_curves(out_dir / "roc.png", roc, "fpr", "tpr", "ROC (test)"))
-    written.append(plot_curves(out_dir / "pr.png", pr, "recall", "precision",
-                               "Precision-recall (test)"))
-    return written
-
-
-def plot_curves(path: Path, rows: list[dict], x: str, y: str, title: str) -> Path:
-    """One line per class of curve rows (``class``, x, y) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    for cls in dict.fromkeys(r["class"] for r in rows):
-        pts = [r for r in rows if r["class"] == cls]
-        ax.plot([r[x] for r in pts], [r[y] for r in pts], label=cls)
-    ax.set(xlabel=x, ylabel=y, title=title, xlim=(0, 1), ylim=(0, 1.02))
-    if rows:
-        ax.legend(loc="lower right" if x == "fpr" else "lower left")
-    written = save_figure(fig, path)
-    plt.close(fig)
-    return written
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure as PNG, atomically."""
-    fig.tight_layout()
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
                      out_dir: Path) -> dict:
-    """Predict the test split with the saved model and write every report file to ``out_dir``.
+    """Fit the operating point on validation, then test the saved model; write every report.
 
-    Writes metrics.json, predictions.parquet, confusion.csv, roc.csv, pr.csv and PNG plots.
+    Writes metrics.json (the configured operating point at the top level, every TTA ×
+    threshold setting under ``compare``), operating_point.json, predictions.parquet,
+    confusion/roc/pr/reliability CSV + PNG and gradcam.png.
     """
-    import pyarrow.compute as pc
-
-    from unfreeze import data as data_lib
     from unfreeze import model as model_lib
     from unfreeze import train
     from unfreeze.splits import leakage_checks
 
-    table, root, _ = data_lib.load_splits(splits_path)
-    test = table.filter(pc.equal(table["split"], "test"))
-    meta = train.read_meta(model_dir)
-    classes = meta["classes"]
-    rows = train.rows_of(test, root, classes)
+    table, val, test, classes, image_size = evaluation_rows(splits_path, model_dir)
     model = model_lib.load(model_dir / train.MODEL_FILE)
-    probs = predict(model, rows.paths, meta["image_size"], params.batch_size, rows.keys)
-    metrics = compute_metrics(rows.labels, probs, classes, params.positive_class)
-    metrics["leakage_checks"] = leakage_checks(table)
-    roc, pr = curve_rows(rows.labels, probs, classes, params.positive_class)
-    rel_paths = test["path"].to_pylist()
+    val_probs = predict(model, val.paths, image_size, params.batch_size, val.keys, params.tta)
+    views = predict_views(model, test.paths, image_size, params.batch_size, test.keys,
+                          params.tta)
+    pos = (positive_index(test.labels, classes, params.positive_class)
+           if len(classes) == 2 else None)
+    point = fit_operating_point(val.labels, val_probs, classes, pos, params.threshold,
+                                params.calibration, params.tta)
+    raw = {"none": views[0], params.tta: np.mean(views, axis=0)}
+    by_tta = {k: apply_temperature(v, point.temperature) for k, v in raw.items()}
+    probs = by_tta[params.tta]
+    y_pred = decide(probs, point)
+    positive = point.positive_class or params.positive_class
+    metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
+    metrics |= {"threshold": point.threshold, "threshold_rule": point.threshold_rule,
+                "temperature": point.temperature, "tta": params.tta, "n_val": len(val.paths),
+                "ece": expected_calibration_error(test.labels, probs),
+                "ece_uncalibrated": expected_calibration_error(test.labels, raw[params.tta]),
+                "compare": compare_settings(test.labels, by_tta, point, positive),
+                "leakage_checks": leakage_checks(table)}
+    rel_paths = table.filter(is_split(table, "test"))["path"].to_pylist()
     write_parquet(out_dir / "predictions.parquet",
-                  predictions_table(rel_paths, rows.labels, probs, classes))
+                  predictions_table(rel_paths, test.labels, probs, classes, y_pred))
+    _write_plots(out_dir, test.labels, y_pred, probs, raw[params.tta], classes, positive)
+    _write_gradcam(out_dir / "gradcam.png", model, test, rel_paths, y_pred, probs,
+                       classes, image_size, params.gradcam)
+    write_json(out_dir / "operating_point.json",
+               point.as_dict() | {"image_size": image_size, "fitted_on": "val"})
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _write_plots(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
+                 uncalibrated: np.ndarray, classes: list[str], positive: str | None) -> None:
+    roc, pr = curve_rows(y_true, probs, classes, positive)
     confusion = [{"actual": classes[t], "predicted": classes[p]}
-                 for t, p in zip(rows.labels, probs.argmax(axis=1), strict=True)]
+                 for t, p in zip(y_true, y_pred, strict=True)]
     write_csv(out_dir / "confusion.csv", confusion, ["actual", "predicted"])
     write_csv(out_dir / "roc.csv", roc, ["class", "fpr", "tpr"])
     write_csv(out_dir / "pr.csv", pr, ["class", "recall", "precision"])
-    plot_pngs(out_dir, rows.labels, probs, classes, roc, pr)
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    reliability = [{"probabilities": name, **row}
+                   for name, p in (("uncalibrated", uncalibrated), ("calibrated", probs))
+                   for row in reliability_rows(y_true, p)]
+    write_csv(out_dir / "reliability.csv", reliability,
+              ["probabilities", "bin_low", "bin_high", "confidence", "accuracy", "count"])
+    plot_pngs(out_dir, y_true, y_pred, classes, roc, pr)
+    plot_reliability(out_dir / "reliability.png", reliability)
+
+
+def _write_gradcam(path: Path, model, test, rel_paths: list[str], y_pred: np.ndarray,
+                   probs: np.ndarray, classes: list[str], image_size: int,
+                   per_cell: int) -> None:
+    from unfreeze.explain import gradcam, plot_grid, sample_for_gradcam
+    from unfreeze.inputs import load_images
+
+    rows = sample_for_gradcam(test.labels, y_pred, probs.max(axis=1), len(classes), per_cell)
+    images = load_images([test.paths[i] for i in rows], image_size)
+    heat, _ = gradcam(model, images, y_pred[rows]) if rows else (images[..., 0], None)
+    titles = [f"{Path(rel_paths[i]).name[:24]}\n{classes[test.labels[i]]} → "
+              f"{classes[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})" for i in rows]
+    plot_grid(path, images, heat, titles)

@@ -60,6 +60,19 @@ def read_parquet(path: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    """Write dict rows as CSV with a header, atomically."""
+    import csv
+
+    def writer(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+
+    return write_atomic(path, writer)
+
+
 def _json_default(value: Any) -> Any:
     """Make numpy scalars and paths JSON-serialisable."""
     if hasattr(value, "item"):

@@ -172,16 +172,74 @@ class FinetuneParams(PhaseParams):
             )
 
 
+THRESHOLD_RULES = ("f1", "youden")
+THRESHOLD_HELP = ("a probability in (0, 1) such as 0.5, `f1`, `youden`, or a target such as "
+                  "`recall>=0.95` / `precision>=0.9`")
+MAX_GRADCAM = 20
+
+
+def parse_threshold(value: float | str) -> tuple[str, float | None]:
+    """``evaluate.threshold`` as (rule, number): ("fixed", 0.5), ("f1", None), ("recall", 0.95).
+
+    Raises :class:`ParamsError` naming the value received.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0.0 < value < 1.0:
+            _fail("evaluate.threshold", value, THRESHOLD_HELP)
+        return "fixed", float(value)
+    text = str(value).replace(" ", "")
+    if text in THRESHOLD_RULES:
+        return text, None
+    for rule in ("recall", "precision"):
+        if text.startswith(f"{rule}>="):
+            try:
+                target = float(text[len(rule) + 2:])
+            except ValueError:
+                break
+            if 0.0 < target <= 1.0:
+                return rule, target
+    _fail("evaluate.threshold", value, THRESHOLD_HELP)
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Test-set evaluation."""
+    """Test-set evaluation and the operating point fitted on the validation split."""
 
     batch_size: int = 64
     positive_class: str | None = None  # binary tasks; null = the rarer class of the test split
+    threshold: float | str = "f1"  # binary tasks: see THRESHOLD_HELP; chosen on validation
+    tta: Literal["none", "hflip", "flips"] = "none"  # test-time augmentation (mean of views)
+    calibration: Literal["none", "temperature"] = "temperature"  # fitted on validation
+    gradcam: int = 2  # Grad-CAM images per (class, correct / misclassified) cell; 0 = none
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             _fail("evaluate.batch_size", self.batch_size, "an integer >= 1")
+        parse_threshold(self.threshold)
+        if not 0 <= self.gradcam <= MAX_GRADCAM:
+            _fail("evaluate.gradcam", self.gradcam, f"an integer in 0 … {MAX_GRADCAM}")
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """Deployable formats of the final model and the parity each must keep."""
+
+    savedmodel: bool = True  # TensorFlow SavedModel (serving signature on uint8 images)
+    tflite: bool = True  # float TFLite model, converted from the SavedModel
+    quantize: bool = True  # dynamic-range quantised TFLite model too
+    max_abs_diff: float = 1e-4  # SavedModel / float TFLite vs Keras, max |probability difference|
+    max_accuracy_drop: float = 0.01  # quantised TFLite vs Keras, test accuracy (0.01 = 1 point)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_abs_diff < 1.0:
+            _fail("export.max_abs_diff", self.max_abs_diff, "a number in (0, 1)")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            _fail("export.max_accuracy_drop", self.max_accuracy_drop, "a number in [0, 1]")
+        if self.tflite and not self.savedmodel:
+            _fail("export.tflite", self.tflite, "false when `export.savedmodel` is false (TFLite "
+                  "models are converted from the SavedModel)")
+        if self.quantize and not self.tflite:
+            _fail("export.quantize", self.quantize, "false when `export.tflite` is false")
 
 
 @dataclass(frozen=True)
@@ -253,6 +311,7 @@ class Params:
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    export: ExportParams = field(default_factory=ExportParams)
     cv: CVParams = field(default_factory=CVParams)
     retrain: RetrainParams = field(default_factory=RetrainParams)
 

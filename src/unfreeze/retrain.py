@@ -63,9 +63,16 @@ def fingerprint_source(data_root: str, listing: str) -> str:
 @task
 def promote_model(project: str, production_dir: str, metric: str, min_improvement: float
                   ) -> dict:
-    """Promote the finetuned model only if it beats the promoted one on the test metric."""
+    """Promote the final model only if it beats the promoted one on the test metric.
+
+    The exported bundle's model is promoted (its meta.json carries the operating point that
+    ``unfreeze predict`` applies); a pipeline without the export stage promotes the finetuned
+    model.
+    """
     root = Path(project)
-    decision = promote.promote(root / "models/finetune", root / orchestrate.TEST_METRICS,
+    exported = root / "models/export"
+    source = exported if (exported / "model.keras").is_file() else root / "models/finetune"
+    decision = promote.promote(source, root / orchestrate.TEST_METRICS,
                                root / production_dir, metric, min_improvement)
     get_run_logger().info("promotion: %s (%s)", decision.decision, decision.reason)
     return asdict(decision)

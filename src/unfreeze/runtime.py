@@ -31,6 +31,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ParamsError, DataError]
     if "unfreeze.model" in sys.modules:  # only loaded by stages that build models
         errors.append(sys.modules["unfreeze.model"].WeightsError)
+    if "unfreeze.export" in sys.modules:  # a parity check failed: the numbers say enough
+        errors.append(sys.modules["unfreeze.export"].ExportError)
     return tuple(errors)
 
 

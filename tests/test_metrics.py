@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from unfreeze import evaluate as ev
+from unfreeze import metrics as ev
+from unfreeze import plots
 
 
 def test_perfect_binary_predictions():
@@ -57,7 +58,7 @@ def test_png_plots_are_written(tmp_path):
     y = np.array([0, 1, 2, 1])
     probs = np.eye(3)[[0, 1, 1, 1]] * 0.7 + 0.1
     roc, pr = ev.curve_rows(y, probs, ["a", "b", "c"])
-    written = ev.plot_pngs(tmp_path, y, probs, ["a", "b", "c"], roc, pr)
+    written = plots.plot_pngs(tmp_path, y, probs.argmax(axis=1), ["a", "b", "c"], roc, pr)
     assert sorted(p.name for p in written) == ["confusion.png", "pr.png", "roc.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,214 @@
+"""``reports/index.html``: one self-contained page with everything a run produced.
+
+No network and no scripts: figures are PNGs embedded as ``data:`` URIs, styles are inline.
+Sections: data, training curves of both phases, test metrics (operating point, every TTA ×
+threshold setting), confusion matrix, ROC/PR, calibration, Grad-CAM, cross-validation (when
+its report exists) and export parity. A missing input leaves its section with a note saying
+which stage writes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from unfreeze.io import read_json, write_atomic
+from unfreeze.plots import pyplot, save_figure
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+img{max-width:100%;margin:.3em}.missing{color:#a60}.figs{display:flex;flex-wrap:wrap}"""
+METRIC_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+               "average_precision", "ece")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Where the report reads from (the stages' own output folders)."""
+
+    prepare: Path
+    split: Path
+    head: Path
+    finetune: Path
+    evaluate: Path
+    cv: Path
+    export: Path
+
+
+def inputs_under(reports: Path) -> ReportInputs:
+    """The stages' report folders under one ``reports`` folder."""
+    return ReportInputs(*(reports / name for name in ReportInputs.__dataclass_fields__))
+
+
+def image_tag(path: Path, alt: str) -> str:
+    """An <img> with the PNG inlined, or a note naming the missing file."""
+    if not path.is_file():
+        return missing(f"{path} not found")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def missing(text: str) -> str:
+    return f'<p class="missing">{html.escape(text)}</p>'
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; floats shown with 4 decimals, None as a dash."""
+    def cell(value) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def read_series(plots_dir: Path) -> dict[str, list[float]]:
+    """dvclive's per-epoch TSV files (``train/loss.tsv`` …) as ``{"train/loss": [...]}``."""
+    series = {}
+    for tsv in sorted(plots_dir.glob("*/*.tsv")):
+        with tsv.open(encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        name = tsv.stem
+        series[f"{tsv.parent.name}/{name}"] = [float(r[name]) for r in rows]
+    return series
+
+
+def plot_training(path: Path, phases: dict[str, dict[str, list[float]]]) -> Path | None:
+    """Loss and accuracy per epoch, phase two continuing after phase one; None if no data."""
+    if not any(phases.values()):
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    offset = 0
+    for phase, series in phases.items():
+        n = 0
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            for part, style in (("train", "-"), ("val", "--")):
+                values = series.get(f"{part}/{metric}", [])
+                n = max(n, len(values))
+                ax.plot(range(offset + 1, offset + len(values) + 1), values, style,
+                        marker="o", label=f"{phase} {part}")
+            ax.set(xlabel="epoch", title=metric)
+        offset += n
+    axes[0].legend(fontsize=8)
+    written = save_figure(fig, path)
+    plt.close(fig)
+    return written
+
+
+def data_section(inputs: ReportInputs) -> str:
+    out = ["<h2>Data</h2>"]
+    data_file, split_file = inputs.prepare / "data.json", inputs.split / "split.json"
+    if data_file.is_file():
+        data = read_json(data_file)
+        out.append(table(["images", "usable", "rejected", "ignored"],
+                         [[data["n_candidates"], data["n_ok"], data["n_rejected"],
+                           data["n_ignored"]]]))
+    else:
+        out.append(missing(f"{data_file} not found (stage prepare)"))
+    if split_file.is_file():
+        splits = read_json(split_file)["splits"]
+        classes = sorted({c for s in splits.values() for c in s["classes"]})
+        out.append(table(["split", "images", "fraction", *classes],
+                         [[name, s["n"], s["fraction"], *(s["classes"].get(c, 0)
+                                                          for c in classes)]
+                          for name, s in splits.items()]))
+    else:
+        out.append(missing(f"{split_file} not found (stage split)"))
+    return "\n".join(out)
+
+
+def training_section(inputs: ReportInputs, scratch: Path) -> str:
+    phases = {name: read_series(folder / "plots" / "metrics")
+              for name, folder in (("head", inputs.head), ("finetune", inputs.finetune))}
+    figure = plot_training(scratch / "training.png", phases)
+    out = ["<h2>Training curves</h2>",
+           image_tag(figure, "training curves") if figure else
+           missing("no training logs found (stages head, finetune)")]
+    rows = []
+    for name, folder in (("head", inputs.head), ("finetune", inputs.finetune)):
+        if (folder / "metrics.json").is_file():
+            m = read_json(folder / "metrics.json")
+            rows.append([name, m.get("epochs_run"), m.get("best_epoch"),
+                         m.get("best_val_loss"), m.get("best_val_accuracy"), m.get("seconds")])
+    if rows:
+        out.append(table(["phase", "epochs run", "best epoch", "val loss", "val accuracy",
+                          "seconds"], rows))
+    return "\n".join(out)
+
+
+def test_section(inputs: ReportInputs) -> str:
+    folder = inputs.evaluate
+    if not (folder / "metrics.json").is_file():
+        return "<h2>Test set</h2>" + missing(f"{folder}/metrics.json not found (stage evaluate)")
+    m = read_json(folder / "metrics.json")
+    point = (f"<p>{m['n_test']} test images. Operating point fitted on {m.get('n_val')} "
+             f"validation images: threshold {_number(m.get('threshold'))} "
+             f"(rule {html.escape(str(m.get('threshold_rule')))}), temperature "
+             f"{m.get('temperature', 1.0):.3f}, test-time augmentation "
+             f"{html.escape(str(m.get('tta')))}. Expected calibration error "
+             f"{m.get('ece_uncalibrated', 0):.4f} before, {m.get('ece', 0):.4f} after.</p>")
+    compare = m.get("compare", {})
+    rows = [[name, *(v.get(k) for k in METRIC_KEYS)] for name, v in compare.items()]
+    per_class = [[c, v["precision"], v["recall"], v["f1"], v["support"]]
+                 for c, v in m.get("per_class", {}).items()]
+    figures = "".join(image_tag(folder / f"{name}.png", name)
+                      for name in ("confusion", "roc", "pr", "reliability"))
+    return "\n".join([
+        "<h2>Test set</h2>", point,
+        table(["setting", *METRIC_KEYS], rows) if rows else "",
+        table(["class", "precision", "recall", "f1", "support"], per_class),
+        f'<div class="figs">{figures}</div>',
+        "<h2>Grad-CAM</h2>", image_tag(folder / "gradcam.png", "Grad-CAM grid")])
+
+
+def _number(value) -> str:
+    return "none (arg-max)" if value is None else f"{value:.4f}"
+
+
+def cv_section(inputs: ReportInputs) -> str:
+    folder = inputs.cv
+    if not (folder / "metrics.json").is_file():
+        return ("<h2>Cross-validation</h2>"
+                + missing("no cross-validation report (run `dvc repro cv_report`)"))
+    cv = read_json(folder / "metrics.json")
+    rows = [[name, v["mean"], v["std"], *(v["ci95"] or [None, None])]
+            for name, v in cv["metrics"].items()]
+    figures = "".join(image_tag(folder / f"{n}.png", f"cv {n}") for n in ("folds", "roc"))
+    return "\n".join([f"<h2>Cross-validation ({cv['folds']} folds, phases "
+                      f"{', '.join(cv['phases'])})</h2>",
+                      table(["metric", "mean", "std", "95% CI low", "95% CI high"], rows),
+                      f'<div class="figs">{figures}</div>'])
+
+
+def export_section(inputs: ReportInputs) -> str:
+    file = inputs.export / "metrics.json"
+    if not file.is_file():
+        return "<h2>Export</h2>" + missing(f"{file} not found (stage export)")
+    m = read_json(file)
+    rows = [[k, v] for k, v in sorted(m.items())]
+    return "<h2>Export parity (test images)</h2>" + table(["check", "value"], rows)
+
+
+def build_report(inputs: ReportInputs, out: Path, title: str = "unfreeze report") -> Path:
+    """Write the self-contained HTML page to ``out`` (atomically)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        sections = [data_section(inputs), training_section(inputs, Path(scratch)),
+                    test_section(inputs), cv_section(inputs), export_section(inputs)]
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>"
+            + "\n".join(sections) + "</body></html>\n")
+    return write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
