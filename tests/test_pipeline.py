@@ -22,7 +22,8 @@ TINY = {
     "head": {"epochs": 1, "batch_size": 8},
     "finetune": {"epochs": 1, "batch_size": 8},
     "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
-    "evaluate": {"tta": "hflip"},
+    "evaluate": {"tta": "hflip", "threshold": "f1"},
+    "export": {"quantize": True},
     "cv": {"folds": 3, "phases": ["head"]},
 }
 K = TINY["cv"]["folds"]

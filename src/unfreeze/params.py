@@ -207,7 +207,7 @@ class EvaluateParams:
 
     batch_size: int = 64
     positive_class: str | None = None  # binary tasks; null = the rarer class of the test split
-    threshold: float | str = "f1"  # binary tasks: see THRESHOLD_HELP; chosen on validation
+    threshold: float | str = 0.5  # binary tasks: see THRESHOLD_HELP; chosen on validation
     tta: Literal["none", "hflip", "flips"] = "none"  # test-time augmentation (mean of views)
     calibration: Literal["none", "temperature"] = "temperature"  # fitted on validation
     gradcam: int = 2  # Grad-CAM images per (class, correct / misclassified) cell; 0 = none
@@ -226,7 +226,7 @@ class ExportParams:
 
     savedmodel: bool = True  # TensorFlow SavedModel (serving signature on uint8 images)
     tflite: bool = True  # float TFLite model, converted from the SavedModel
-    quantize: bool = True  # dynamic-range quantised TFLite model too
+    quantize: bool = False  # dynamic-range quantised TFLite model too (opt-in, see README)
     max_abs_diff: float = 1e-4  # SavedModel / float TFLite vs Keras, max |probability difference|
     max_accuracy_drop: float = 0.01  # quantised TFLite vs Keras, test accuracy (0.01 = 1 point)
 
