@@ -137,7 +137,7 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     module.write_text(code)
 
 
-def test_export_predict_explain_and_html_report(project, tmp_path):
+def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     """`dvc repro export`, then the CLI on the exported model, then the page in Chromium."""
     assert repro(project, "export") == ["export"]
     parity = json.loads((project / "reports/export/metrics.json").read_text())
@@ -164,8 +164,11 @@ def test_export_predict_explain_and_html_report(project, tmp_path):
         shutil.copy(project / "data/images" / rel, inputs / ("sub" if i else "") / f"{i}.png")
     (inputs / "broken.png").write_bytes(b"\x89PNG but not really")
     out = tmp_path / "preds.csv"
-    cli = [sys.executable, "-m", "unfreeze.cli"]
-    run(project, *cli, "predict", "--model", "models/export", str(inputs), "--out", str(out))
+    # the CLI in this process (TensorFlow is loaded already): `unfreeze …` with the same args
+    from unfreeze.cli import main as unfreeze
+
+    export = str(bundle)
+    assert unfreeze(["predict", "--model", export, str(inputs), "--out", str(out)]) == 0
     import csv
 
     rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
@@ -176,22 +179,24 @@ def test_export_predict_explain_and_html_report(project, tmp_path):
         assert not row["error"] and row["predicted"] == ref["predicted"]
         assert float(row["prob_dog"]) == pytest.approx(ref["prob_dog"], abs=1e-5)
         assert (float(row["prob_dog"]) >= point["threshold"]) == (row["predicted"] == "dog")
-    proc = run(project, *cli, "predict", "--model", "models/finetune/model.keras",
-               str(inputs / "sub/*.png"), "--out", str(tmp_path / "p.parquet"), "--tta",
-               "none")
-    assert "no operating point" in proc.stderr
+    capsys.readouterr()
+    assert unfreeze(["predict", "--model", str(project / "models/finetune/model.keras"),
+                     str(inputs / "sub/*.png"), "--out", str(tmp_path / "p.parquet"),
+                     "--tta", "none", "--no-progress"]) == 0
+    assert "no operating point" in capsys.readouterr().err
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 2
-    bad = run(project, *cli, "predict", "--model", "models/export", "nowhere/*.png", "--out",
-              str(tmp_path / "p.parquet"), check=False)
-    assert bad.returncode == 2 and "'nowhere/*.png'" in bad.stderr
+    assert unfreeze(["predict", "--model", export, "nowhere/*.png", "--out",
+                     str(tmp_path / "p.parquet")]) == 2
+    assert "'nowhere/*.png'" in capsys.readouterr().err
 
     # explain: Grad-CAM grid of given images
-    run(project, *cli, "explain", "--model", "models/export/model.keras",
-        str(inputs / "0.png"), str(inputs / "sub"), "--out", str(tmp_path / "cam.png"))
+    assert unfreeze(["explain", "--model", f"{export}/model.keras", str(inputs / "0.png"),
+                     str(inputs / "sub"), "--out", str(tmp_path / "cam.png")]) == 0
     assert (tmp_path / "cam.png").read_bytes()[:4] == b"\x89PNG"
 
     # the report: one self-contained page; CV not run yet, so its section says so
-    run(project, *cli, "report")
+    assert unfreeze(["report", "--reports", str(project / "reports"), "--out",
+                     str(project / "reports/index.html")]) == 0
     page = project / "reports/index.html"
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text
