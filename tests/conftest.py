@@ -88,7 +88,8 @@ def make_project(dest: Path, params: dict, per_class: dict[str, int], group_size
     (dest / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
     run_in(dest, "git", "init", "-q")
     run_in(dest, sys.executable, "-m", "dvc", "init", "-q")
-    shutil.copy(ROOT / ".dvc/config", dest / ".dvc/config")
+    for name in (".dvc/config", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
     set_params(dest, **params)
     run_in(dest, "git", "add", "-A")
     run_in(dest, "git", "commit", "-qm", "tiny project")

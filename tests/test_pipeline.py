@@ -129,12 +129,18 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     set_params(project, finetune={"learning_rate": 1e-4})
     assert stale_stages(project, "evaluate") == []
 
-    # library code used only by evaluate changed: only evaluate
+    # bytecode next to the library is ignored; a library edit reruns every stage
+    cache = project / "src/unfreeze/__pycache__/evaluate.cpython-311.pyc"
+    cache.parent.mkdir(exist_ok=True)
+    cache.write_bytes(b"bytecode")
+    assert stale_stages(project, "evaluate") == []
     module = project / "src/unfreeze/evaluate.py"
     code = module.read_text()
     module.write_text(code + "\n# touched by the end-to-end test\n")
-    assert stale_stages(project, "evaluate") == ["evaluate"]
+    assert stale_stages(project, "evaluate") == sorted(MAIN)
     module.write_text(code)
+    shutil.rmtree(cache.parent)
+    assert stale_stages(project, "evaluate") == []
 
 
 def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
