@@ -24,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> None:
     from unfreeze import data as data_lib
-    from unfreeze import model as model_lib
     from unfreeze import recipe, train
     from unfreeze.checkpoint import Backup
     from unfreeze.params import load_params
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     table, root, source = data_lib.load_splits(args.splits)
     data = train.training_rows(table, root)
     train.check_classes_match(head_meta["classes"], data.classes, head_dir)
-    model = model_lib.load(head_dir / train.MODEL_FILE)
+    model = recipe.load_for_training(params, head_dir / train.MODEL_FILE)
     backup = (Backup.for_phase(args.backup_dir, params, recipe.FINETUNE_SECTIONS,
                                (args.splits, head_dir / train.MODEL_FILE))
               if args.backup_dir else None)

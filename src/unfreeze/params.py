@@ -244,7 +244,7 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """How both phases compute: precision policy and XLA compilation.
+    """How both phases compute: precision policy, XLA compilation, distribution strategy.
 
     ``precision: auto`` is float32 on CPUs (measured fastest here, benchmarks/precision.py),
     ``mixed_bfloat16`` on GPUs of compute capability >= 8.0 and ``mixed_float16`` on 7.x.
@@ -253,6 +253,8 @@ class TrainParams:
 
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     xla: Literal["auto", True, False] = "auto"
+    # auto: MirroredStrategy over >1 GPU, else one device | mirrored | multi_worker | none
+    strategy: Literal["auto", "mirrored", "multi_worker", "none"] = "auto"
 
 
 @dataclass(frozen=True)

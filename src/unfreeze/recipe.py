@@ -12,8 +12,8 @@ from pathlib import Path
 
 import keras
 
+from unfreeze import distribute, train
 from unfreeze import model as model_lib
-from unfreeze import train
 from unfreeze.checkpoint import Backup
 from unfreeze.params import Params
 
@@ -36,24 +36,38 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def phase_one(params: Params, data: train.TrainingData, report_dir: Path,
               backup: Backup | None = None) -> tuple[keras.Model, dict]:
-    """Train a new head on the frozen base; return the full model and the phase summary."""
-    seed_everything(params.seed, params.deterministic)
-    with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
-        model = model_lib.build(params.model, len(data.classes))
-    model_lib.compile_for(model, params.head, params.train.xla)
-    summary = train.fit_phase(model, data, params.head, params.augment,
-                              params.model.image_size, params.seed, report_dir, backup)
+    """Train a new head on the frozen base; return the full model and the phase summary.
+
+    Everything runs in the scope of ``train.strategy`` (:mod:`unfreeze.distribute`).
+    """
+    with distribute.scope(params.train.strategy):
+        seed_everything(params.seed, params.deterministic)
+        with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
+            model = model_lib.build(params.model, len(data.classes))
+        model_lib.compile_for(model, params.head, params.train.xla)
+        summary = train.fit_phase(model, data, params.head, params.augment,
+                                  params.model.image_size, params.seed, report_dir, backup)
     return model, summary
+
+
+def load_for_training(params: Params, path: Path) -> keras.Model:
+    """Load a saved phase-one model in the scope of ``train.strategy``, ready for phase two."""
+    with distribute.scope(params.train.strategy):
+        return model_lib.load(path)
 
 
 def phase_two(params: Params, model: keras.Model, data: train.TrainingData, report_dir: Path,
               backup: Backup | None = None) -> tuple[keras.Model, dict]:
-    """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``."""
-    seed_everything(params.seed + 1, params.deterministic)
-    n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
-    model_lib.compile_for(model, params.finetune, params.train.xla)
-    image_size = model.input_shape[1]
-    summary = train.fit_phase(model, data, params.finetune, params.augment, image_size,
-                              params.seed + 1, report_dir, backup)
+    """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``.
+
+    ``model`` comes from :func:`phase_one` or :func:`load_for_training` (the same strategy).
+    """
+    with distribute.scope(params.train.strategy):
+        seed_everything(params.seed + 1, params.deterministic)
+        n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
+        model_lib.compile_for(model, params.finetune, params.train.xla)
+        image_size = model.input_shape[1]
+        summary = train.fit_phase(model, data, params.finetune, params.augment, image_size,
+                                  params.seed + 1, report_dir, backup)
     summary["unfrozen_layers_with_weights"] = n_unfrozen
     return model, summary

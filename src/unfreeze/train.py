@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.utils.class_weight import compute_class_weight
 
-from unfreeze import features, inputs
+from unfreeze import distribute, features, inputs
 from unfreeze.checkpoint import Backup, BackupCallback, restore
 from unfreeze.data import DataError, iter_paths
 from unfreeze.io import atomic_path, read_json, write_json
@@ -103,6 +103,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     saved. Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
     started = time.perf_counter()
+    batch = distribute.global_batch(phase.batch_size)  # batch_size per replica
     weights = class_weights(data.train.labels, len(data.classes),
                             getattr(phase, "class_weight", None))
     views = phase.cached_views
@@ -117,20 +118,21 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     fit_weights: dict[int, float] | None = weights
     if views:
         train_in = features.CachedViews(
-            features.training_views(extractor, data.train.paths, image_size, phase.batch_size,
-                                    augment, views, seed, keys=data.train.keys),
-            data.train.labels, phase.batch_size, weights, seed, first_epoch=initial_epoch)
-        val_in = (features.extract(extractor, data.val.paths, image_size, phase.batch_size,
+            features.training_views(extractor, data.train.paths, image_size, batch, augment,
+                                    views, seed, keys=data.train.keys),
+            data.train.labels, batch, weights, seed, first_epoch=initial_epoch)
+        val_in = (features.extract(extractor, data.val.paths, image_size, batch,
                                    keys=data.val.keys),
                   data.val.labels)
         fit_weights = None  # CachedViews yields per-sample weights itself
     else:
-        train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size,
-                                       phase.batch_size, shuffle=True, seed=seed,
-                                       augment=augment, keys=data.train.keys)
-        val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size,
-                                     phase.batch_size, keys=data.val.keys)
+        train_in = inputs.make_dataset(data.train.paths, data.train.labels, image_size, batch,
+                                       shuffle=True, seed=seed, augment=augment,
+                                       keys=data.train.keys)
+        val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size, batch,
+                                     keys=data.val.keys)
     feature_seconds = round(time.perf_counter() - started, 2)
+    distribute.prepare_fit(trainable)
     early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
                                            restore_best_weights=True)
              if phase.patience else None)
@@ -144,7 +146,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
             callbacks.append(keeper)  # after EarlyStopping: it saves the updated counters
         history = trainable.fit(train_in, validation_data=val_in, epochs=phase.epochs,
                                 initial_epoch=initial_epoch, class_weight=fit_weights,
-                                validation_batch_size=phase.batch_size, callbacks=callbacks,
+                                validation_batch_size=batch, callbacks=callbacks,
                                 shuffle=False,  # both inputs reshuffle themselves every epoch
                                 verbose=2)
         summary = summarize_history(keeper.history if keeper else history.history)
@@ -155,6 +157,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
         summary["cached_views"] = views
         summary["precision"] = model.dtype_policy.name
         summary["xla"] = bool(trainable.jit_compile)
+        summary.update(distribute.summary(), global_batch_size=batch)
         summary["feature_seconds"] = feature_seconds if views else 0.0
         summary["seconds"] = round(time.perf_counter() - started, 2)
         summary["n_train"], summary["n_val"] = len(data.train.paths), len(data.val.paths)

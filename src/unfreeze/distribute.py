@@ -1,0 +1,189 @@
+"""Distribution strategies for training (``train.strategy``), with TensorFlow's own engines.
+
+- ``none``: TensorFlow's default strategy (one device);
+- ``auto``: :class:`tf.distribute.MirroredStrategy` when more than one GPU is visible,
+  otherwise the default strategy;
+- ``mirrored``: MirroredStrategy over every visible GPU, or, without GPUs, over every logical
+  CPU device (see :data:`LOGICAL_CPUS_ENV`);
+- ``multi_worker``: :class:`tf.distribute.MultiWorkerMirroredStrategy`, one process per
+  machine, the cluster read from the ``TF_CONFIG`` environment variable.
+
+Model building, compiling, feature caching and both phases run inside the strategy's scope
+(:func:`scope`). ``<phase>.batch_size`` is the batch of one replica: the global batch is
+``batch_size * replicas`` (:func:`global_batch`), so the same params keep each device's load
+when devices are added. Learning rates are not changed (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import AbstractContextManager
+
+from unfreeze.params import ParamsError
+
+LOGICAL_CPUS_ENV = "UNFREEZE_LOGICAL_CPUS"
+STRATEGIES = ("auto", "mirrored", "multi_worker", "none")
+
+_strategy = None
+_strategy_name: str | None = None
+
+
+def split_cpu(value: str | None = None) -> int:
+    """Split the CPU into ``UNFREEZE_LOGICAL_CPUS`` logical devices; return how many exist.
+
+    Must run before TensorFlow initialises its devices (before the first op): the stages and
+    :func:`strategy` call it first. Unset or ``1``: nothing is changed.
+    """
+    value = os.environ.get(LOGICAL_CPUS_ENV) if value is None else value
+    if value in (None, "", "1"):
+        return 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 2 <= n <= 64:
+        raise ParamsError(f"{LOGICAL_CPUS_ENV}={value!r}: expected an integer from 1 to 64 "
+                          "(the number of logical CPU devices to split the CPU into), or unset")
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration()] * n
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == n:
+        return n
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError as exc:  # TensorFlow already initialised its devices
+        raise RuntimeError(f"{LOGICAL_CPUS_ENV}={n}: TensorFlow is already initialised in this "
+                           "process, so its CPU can no longer be split; set the variable before "
+                           "the process starts") from exc
+    return n
+
+
+def strategy(name: str):
+    """The process's strategy for ``train.strategy`` ``name``, created once and reused.
+
+    MultiWorkerMirroredStrategy must be created before any other TensorFlow op of the process
+    and only once, so every caller of one process shares it; asking for another name later is
+    an error.
+    """
+    global _strategy, _strategy_name
+    if name not in STRATEGIES:
+        raise ParamsError(f"train.strategy: {name!r} is not one of {', '.join(STRATEGIES)}")
+    if _strategy is not None:
+        if name != _strategy_name:
+            raise RuntimeError(f"train.strategy {name!r} requested, but this process already "
+                               f"trains with {_strategy_name!r}")
+        return _strategy
+    import tensorflow as tf
+
+    if name == "multi_worker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
+        made = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        split_cpu()
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if name == "mirrored":
+            made = tf.distribute.MirroredStrategy(devices=gpus or cpus)
+        elif name == "auto" and len(gpus) > 1:
+            made = tf.distribute.MirroredStrategy(devices=gpus)
+        else:
+            made = tf.distribute.get_strategy()
+    _strategy, _strategy_name = made, name
+    print(f"train.strategy={name}: {describe(made)}", file=sys.stderr)
+    return made
+
+
+def describe(made) -> str:
+    """``MirroredStrategy, 2 replicas`` (plus the worker's place in a multi-worker cluster)."""
+    text = f"{type(made).__name__}, {made.num_replicas_in_sync} replica" + (
+        "s" if made.num_replicas_in_sync != 1 else "")
+    resolver = getattr(made, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type:
+        text += f", {resolver.task_type} {resolver.task_id}"
+    return text
+
+
+def scope(name: str) -> AbstractContextManager:
+    """``with scope(params.train.strategy):`` build, load, compile and train in the strategy."""
+    return strategy(name).scope()
+
+
+def replicas() -> int:
+    """Replicas of the strategy in the current scope (1 outside any)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def global_batch(batch_size: int) -> int:
+    """The batch the input pipeline yields: ``batch_size`` per replica times the replicas."""
+    return batch_size * replicas()
+
+
+def prepare_fit(model) -> None:
+    """Work around Keras 3's ``fit`` under MultiWorkerMirroredStrategy (a no-op otherwise).
+
+    Two upstream bugs (keras-team/keras#20585, tensorflow/tensorflow#72388):
+    - Keras builds a model created in a strategy's scope by reducing one input batch across
+      workers, which fails for multi-worker collectives. Forgetting the captured strategy makes
+      Keras build at the first traced step instead, still inside :func:`scope`; the optimizer's
+      variables are created here, in the scope, as Keras' own distributed tests do.
+    - Keras averages each step's loss and metrics across workers with a reduction along axis
+      0, which fails on scalars. The model's train and test steps return them as 1-element
+      vectors instead: the reduction then averages them across workers as intended, so every
+      worker logs (and stops early on) the same global values.
+    """
+    if _strategy_name != "multi_worker":
+        return
+    from keras import ops
+
+    def as_vectors(step):
+        return lambda data: {k: ops.reshape(v, (1,)) for k, v in step(data).items()}
+
+    model._distribute_strategy = None
+    model.train_step = as_vectors(model.train_step)
+    model.test_step = as_vectors(model.test_step)
+    model.optimizer.build(model.trainable_variables)
+
+
+def is_chief() -> bool:
+    """False only on the non-chief workers of a multi-worker cluster (they write no outputs)."""
+    if _strategy is None or _strategy_name != "multi_worker":
+        return True
+    resolver = _strategy.cluster_resolver
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def summary() -> dict:
+    """What the run trained with, for the phase's metrics.json."""
+    made = _strategy
+    if made is None:
+        return {"strategy": "none", "replicas": 1}
+    return {"strategy": _strategy_name, "strategy_class": type(made).__name__,
+            "replicas": made.num_replicas_in_sync}
+
+
+def check_tf_config(value: str | None) -> dict:
+    """Parse ``TF_CONFIG``; a clear error when it is missing or malformed."""
+    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    if not value:
+        raise ParamsError("train.strategy: multi_worker needs the TF_CONFIG environment variable "
+                          f"on every worker, e.g. TF_CONFIG='{example}' (index 0 on the first "
+                          "machine, 1 on the second, …)")
+    try:
+        config = json.loads(value)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        assert task["type"] in ("worker", "chief") and isinstance(task["index"], int)
+        assert isinstance(workers, list) and workers
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise ParamsError(f"TF_CONFIG={value!r} is not a valid cluster description; expected "
+                          f"e.g. {example}") from None
+    return config
