@@ -37,7 +37,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     logical CPUs with batch 4 per replica; two multi-worker processes (TF_CONFIG on loopback)
     with batch 4 each. Returns each run's JSON (plus its exit code and stderr)."""
     root = tmp_path_factory.mktemp("distribute")
-    images = make_image_folder(root / "images", {"cat": 12, "dog": 12})
+    images = make_image_folder(root / "images", {"cat": 12, "dog": 13})
     ports = free_ports(2)
     base = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     base.pop(distribute.LOGICAL_CPUS_ENV, None)

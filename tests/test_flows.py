@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_project, project_env, set_params
+from conftest import make_project, project_env, set_params, stop, wait_until
 
 TINY = {
     "data": {"source": "data/images"},
@@ -137,57 +132,25 @@ def test_a_second_retrain_of_the_same_working_copy_is_refused(prefect_harness, p
     assert state.is_failed() and "another retrain is running" in state.message
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a process group started by a test: SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def test_served_deployment_on_a_real_server_completes(project, tmp_path):
-    with contextlib.ExitStack() as logs:
-        served_and_triggered(project, tmp_path, logs)
-
-
-def served_and_triggered(project: Path, tmp_path: Path, logs: contextlib.ExitStack) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
+def test_served_deployment_on_a_real_server_completes(project, tmp_path, prefect_server):
+    url = prefect_server
     env = project_env(project) | {"PREFECT_HOME": str(tmp_path / "home"),
                                   "PREFECT_API_URL": url}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    server_log = logs.enter_context((tmp_path / "server.log").open("w"))
-    serve_log = logs.enter_context((tmp_path / "serve.log").open("w"))
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, start_new_session=True,
-                              stdout=server_log, stderr=subprocess.STDOUT)
-    served = None
-    try:
-        wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 90)
+    with (tmp_path / "serve.log").open("w") as serve_log:
         served = subprocess.Popen(
             [sys.executable, "-m", "unfreeze.cli", "serve", "--project", str(project), "--cron",
              "0 3 * * *", "--name", "test"], env=env, start_new_session=True,
             stdout=serve_log, stderr=subprocess.STDOUT)
-        deployment = wait_until(lambda: _deployment_id(url, "retrain/test"), 90)
-        run_id = wait_until(lambda: _create_run(url, deployment), 60)
-        final = wait_until(lambda: _terminal_state(url, run_id), 300)
-        assert final == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
-        info = httpx.get(f"{url}/deployments/{deployment}", timeout=10).json()
-        assert info["global_concurrency_limit"]["limit"] == 1  # one run per working copy
-    finally:
-        for proc in (served, server):
-            if proc is not None:
-                stop(proc)
-    assert server.poll() is not None and (served is None or served.poll() is not None)
+        try:
+            deployment = wait_until(lambda: _deployment_id(url, "retrain/test"), 90)
+            run_id = wait_until(lambda: _create_run(url, deployment), 60)
+            final = wait_until(lambda: _terminal_state(url, run_id), 300)
+            assert final == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+            info = httpx.get(f"{url}/deployments/{deployment}", timeout=10).json()
+            assert info["global_concurrency_limit"]["limit"] == 1  # one run per working copy
+        finally:
+            stop(served)
+    assert served.poll() is not None
 
 
 def _deployment_id(url: str, name: str) -> str | None:
@@ -207,17 +170,3 @@ def _create_run(url: str, deployment: str) -> str | None:
 def _terminal_state(url: str, run_id: str) -> str | None:
     state = httpx.get(f"{url}/flow_runs/{run_id}", timeout=5).json()["state"]["type"]
     return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
-
-
-def wait_until(probe, seconds: float):
-    """Poll ``probe`` until it returns a truthy value; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"gave up after {seconds} s")

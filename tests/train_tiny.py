@@ -4,8 +4,10 @@
 
 Run as its own process by tests/test_distribute.py: the strategy (and the CPU split from
 ``UNFREEZE_LOGICAL_CPUS``) must be set up before TensorFlow initialises. IMAGES holds
-``cat/`` and ``dog/`` (12 each): 8 + 8 train, the rest val. No dropout, no augmentation (one
-cached view in both phases), so runs that see the same global batches must agree.
+``cat/`` and ``dog/``: 8 + 8 train (even global batches), the rest val (9 with 12 + 13
+images: uneven last batches in feature extraction, validation and prediction). No dropout,
+no augmentation (one cached view in both phases), so runs that see the same global batches
+must agree.
 The last line of stdout is JSON: the replicas used, the strategy's summary, whether this
 process is the chief, and the trained model's probabilities on the val images.
 """

@@ -7,6 +7,10 @@
 - ``unfreeze predict --model M INPUTS… --out F``: class probabilities of new images.
 - ``unfreeze explain --model M IMAGE… --out grid.png``: Grad-CAM heatmaps of given images.
 - ``unfreeze report``: write reports/index.html from whatever reports exist.
+- ``unfreeze deploy-folds --pool POOL``: deploy the per-fold flow to a Prefect work pool.
+- ``unfreeze worker --pool POOL``: a Prefect worker for fold runs, in this clone.
+- ``unfreeze remote-cv --deployment unfreeze-fold/NAME``: cross-validate with the folds run
+  by those workers, artifacts through the DVC remote (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
     _add_model_commands(sub)
+    _add_scaleout_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.params)
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return _retrain(Path(args.project))
     if args.command == "serve":
         return _serve(Path(args.project), args.cron, args.name)
+    if args.command in ("deploy-folds", "worker", "remote-cv"):
+        return _scaleout(args)
     if args.command == "report":
         from unfreeze.report import build_report, inputs_under
 
@@ -69,6 +76,58 @@ def _add_model_commands(sub) -> None:
     report = sub.add_parser("report", help="write the HTML report of this working copy")
     report.add_argument("--reports", default="reports", help="folder of the stage reports")
     report.add_argument("--out", default="reports/index.html")
+
+
+def _add_scaleout_commands(sub) -> None:
+    """Sub-commands that spread cross-validation folds over Prefect workers."""
+    deploy = sub.add_parser("deploy-folds", help="deploy the per-fold flow to a work pool "
+                            "(created as a process pool if missing)")
+    deploy.add_argument("--pool", required=True, help="Prefect work pool name")
+    deploy.add_argument("--name", default="folds", help="deployment name (default: folds)")
+    worker = sub.add_parser("worker", help="start a Prefect worker for fold runs in a clone")
+    worker.add_argument("--pool", required=True, help="Prefect work pool name")
+    worker.add_argument("--project", default=".", help="this worker's clone of the project")
+    worker.add_argument("--limit", type=int, default=1, help="fold runs at once (default 1)")
+    remote = sub.add_parser("remote-cv", help="cross-validate with folds run by the workers")
+    remote.add_argument("--deployment", required=True, help="e.g. unfreeze-fold/folds")
+    remote.add_argument("--project", default=".", help="project root (with dvc.yaml)")
+    remote.add_argument("--timeout", type=float, default=24 * 3600,
+                        help="seconds to wait for the fold runs (default 24 h)")
+
+
+def _scaleout(args: argparse.Namespace) -> int:
+    url = os.environ.get("PREFECT_API_URL")
+    problem = check_server(url) if url else (
+        "the workers, the deployment and the coordinator must share one Prefect server: "
+        "start one (`prefect server start --host 0.0.0.0`) and set PREFECT_API_URL, e.g. "
+        "http://SERVER:4200/api, on every machine")
+    if problem:
+        print(f"unfreeze: error: {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from unfreeze import scaleout
+
+    if args.command == "worker":
+        clone = Path(args.project).resolve()
+        os.environ[scaleout.WORKDIR_ENV] = str(clone)
+        scaleout.worker_clone()  # fails fast outside a clone
+        prefect = str(Path(sys.executable).parent / "prefect")
+        os.execv(prefect, [prefect, "worker", "start", "--pool", args.pool, "--type",
+                           "process", "--limit", str(args.limit)])
+    if args.command == "deploy-folds":
+        print(scaleout.deploy_folds(args.pool, args.name))
+        return 0
+    state = scaleout.remote_cv_flow(project=str(Path(args.project)),
+                                    deployment=args.deployment, timeout=args.timeout,
+                                    return_state=True)
+    if not state.is_completed():
+        print(f"unfreeze: remote-cv failed: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    for fold in result["folds"]:
+        print(f"  cv@{fold['fold']}: {fold['worker']} "
+              f"({'ran' if fold['ran'] else 'up to date'}, {fold['seconds']:.1f} s)")
+    print(f"ran here: {', '.join(result['stages_here']) or 'nothing'}")
+    return 0
 
 
 def _use_model(args: argparse.Namespace) -> int:

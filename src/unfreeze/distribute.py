@@ -124,30 +124,52 @@ def global_batch(batch_size: int) -> int:
     return batch_size * replicas()
 
 
-def prepare_fit(model) -> None:
-    """Work around Keras 3's ``fit`` under MultiWorkerMirroredStrategy (a no-op otherwise).
+def prepare_fit(trainable, *others) -> None:
+    """Work around Keras 3 under a strategy of more than one replica (a no-op otherwise).
 
     Two upstream bugs (keras-team/keras#20585, tensorflow/tensorflow#72388):
-    - Keras builds a model created in a strategy's scope by reducing one input batch across
-      workers, which fails for multi-worker collectives. Forgetting the captured strategy makes
-      Keras build at the first traced step instead, still inside :func:`scope`; the optimizer's
-      variables are created here, in the scope, as Keras' own distributed tests do.
-    - Keras averages each step's loss and metrics across workers with a reduction along axis
-      0, which fails on scalars. The model's train and test steps return them as 1-element
-      vectors instead: the reduction then averages them across workers as intended, so every
-      worker logs (and stops early on) the same global values.
+    - Before the first ``fit``/``evaluate``/``predict`` step, Keras builds a model created in
+      a strategy's scope from one input batch averaged across replicas. That fails when the
+      batch splits unevenly (7 validation images over 2 replicas) and always across workers.
+      ``trainable`` and the ``others`` (the full model, the feature extractor) build from the
+      first replica's share of the batch instead: the build needs shapes and dtypes only.
+    - Across workers, Keras averages each step's loss and metrics with a reduction along axis
+      0, which fails on scalars. The train and test steps return them as 1-element vectors
+      instead: the reduction then averages them across workers as intended, so every worker
+      logs (and stops early on) the same global values.
     """
-    if _strategy_name != "multi_worker":
+    if replicas() == 1:
         return
-    from keras import ops
+    for model in (trainable, *others):
+        model._maybe_symbolic_build = _first_replica_build(model)
+    if _strategy_name == "multi_worker":
+        from keras import ops
 
-    def as_vectors(step):
-        return lambda data: {k: ops.reshape(v, (1,)) for k, v in step(data).items()}
+        def as_vectors(step):
+            return lambda data: {k: ops.reshape(v, (1,)) for k, v in step(data).items()}
 
-    model._distribute_strategy = None
-    model.train_step = as_vectors(model.train_step)
-    model.test_step = as_vectors(model.test_step)
-    model.optimizer.build(model.trainable_variables)
+        trainable.train_step = as_vectors(trainable.train_step)
+        trainable.test_step = as_vectors(trainable.test_step)
+
+
+def _first_replica_build(model):
+    """Keras' ``_maybe_symbolic_build`` with the first replica's data instead of the mean."""
+    import tensorflow as tf
+    from keras import tree
+
+    def build(iterator=None, data_batch=None) -> None:
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = next(it)
+                break
+        strategy = model.distribute_strategy
+        data_batch = tree.map_structure(
+            lambda x: strategy.experimental_local_results(x)[0]
+            if isinstance(x, tf.distribute.DistributedValues) else x, data_batch)
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    return build
 
 
 def is_chief() -> bool:

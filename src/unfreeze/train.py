@@ -112,6 +112,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
         extractor, trainable = features.split(model, getattr(phase, "unfreeze_from", None))
         compile_for(trainable, phase, model.jit_compile)
     resumed = restore(backup, trainable) if backup else None
+    distribute.prepare_fit(trainable, model, *([extractor] if views else []))
     initial_epoch = 0
     if resumed:
         initial_epoch = phase.epochs if resumed.stopped else resumed.epochs_done
@@ -132,7 +133,6 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
         val_in = inputs.make_dataset(data.val.paths, data.val.labels, image_size, batch,
                                      keys=data.val.keys)
     feature_seconds = round(time.perf_counter() - started, 2)
-    distribute.prepare_fit(trainable)
     early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
                                            restore_best_weights=True)
              if phase.patience else None)
