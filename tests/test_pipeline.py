@@ -24,7 +24,7 @@ TINY = {
     "train": {"xla": False},  # XLA compiles for ~23 s per phase; tested in test_recipe
     "evaluate": {"tta": "hflip", "threshold": "f1"},
     "export": {"quantize": True},
-    "cv": {"folds": 2, "phases": ["head"]},
+    "cv": {"folds": 3, "phases": ["head"]},
 }
 K = TINY["cv"]["folds"]
 MAIN = ["prepare", "split", "head", "finetune", "evaluate"]
