@@ -33,8 +33,8 @@ _strategy_name: str | None = None
 def split_cpu(value: str | None = None) -> int:
     """Split the CPU into ``UNFREEZE_LOGICAL_CPUS`` logical devices; return how many exist.
 
-    Must run before TensorFlow initialises its devices (before the first op): the stages and
-    :func:`strategy` call it first. Unset or ``1``: nothing is changed.
+    Must run before TensorFlow initialises its devices (before the first op): :func:`strategy`
+    calls it before creating a non-multi-worker strategy. Unset or ``1``: nothing is changed.
     """
     value = os.environ.get(LOGICAL_CPUS_ENV) if value is None else value
     if value in (None, "", "1"):
@@ -173,7 +173,8 @@ def _first_replica_build(model):
 
 
 def is_chief() -> bool:
-    """False only on the non-chief workers of a multi-worker cluster (they write no outputs)."""
+    """False only on the non-chief workers of a multi-worker cluster. They train in step
+    with the chief and write the same outputs; keep (push, commit) the chief's."""
     if _strategy is None or _strategy_name != "multi_worker":
         return True
     resolver = _strategy.cluster_resolver
