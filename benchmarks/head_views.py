@@ -31,9 +31,10 @@ def main() -> None:
 
     from common import demo_split
 
-    from unfreeze import recipe
-    from unfreeze.metrics import compute_metrics, predict
-    from unfreeze.params import params_from_dict
+    from unfreeze.config.params import params_from_dict
+    from unfreeze.evaluation.inference import predict
+    from unfreeze.evaluation.metrics import compute_metrics
+    from unfreeze.training import recipe
 
     weights = None if args.weights == "null" else args.weights
     _, tdata, test_rows, _ = demo_split()

@@ -41,10 +41,10 @@ def main() -> None:
     import numpy as np
     from common import demo_rows
 
-    from unfreeze import inputs
-    from unfreeze import model as model_lib
-    from unfreeze.metrics import predict
-    from unfreeze.params import ModelParams
+    from unfreeze.config.params import ModelParams
+    from unfreeze.evaluation.inference import predict
+    from unfreeze.training import inputs
+    from unfreeze.training import model as model_lib
 
     rows, root = demo_rows(args.images)
     paths, keys = [str(root / r["path"]) for r in rows], [r["sha256"] for r in rows]

@@ -47,8 +47,8 @@ def main() -> None:
     # Keras 3.15 no longer exports ImageDataGenerator; its code still ships as legacy
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    from unfreeze import inputs
-    from unfreeze.params import AugmentParams
+    from unfreeze.config.params import AugmentParams
+    from unfreeze.training import inputs
 
     rows, root = demo_rows(args.images)
     n_batches = len(rows) // args.batch - 1  # whole batches after the warm-up one

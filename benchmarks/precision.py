@@ -24,8 +24,8 @@ def measure(policy: str, xla: bool, size: int, images, labels, batch: int, weigh
     """(train images/s, predict images/s, probabilities) of one setting."""
     import keras
 
-    from unfreeze import model as model_lib
-    from unfreeze.params import FinetuneParams, ModelParams
+    from unfreeze.config.params import FinetuneParams, ModelParams
+    from unfreeze.training import model as model_lib
 
     keras.backend.clear_session()
     with model_lib.precision(policy):  # as recipe.phase_one: the policy applies to building
@@ -57,8 +57,8 @@ def main() -> None:
 
     import numpy as np
 
-    from unfreeze import model as model_lib
-    from unfreeze.params import ModelParams
+    from unfreeze.config.params import ModelParams
+    from unfreeze.training import model as model_lib
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size, 3)).astype(np.float32)

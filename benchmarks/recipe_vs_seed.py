@@ -113,8 +113,8 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
 
 def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object]:
     """Our phase one, phase two and test prediction; phase times and test probabilities."""
-    from unfreeze import recipe
-    from unfreeze.metrics import predict
+    from unfreeze.evaluation.inference import predict
+    from unfreeze.training import recipe
 
     times = {}
     started = time.perf_counter()
@@ -136,7 +136,7 @@ def contender(args: argparse.Namespace) -> None:
 
     from common import demo_split
 
-    from unfreeze.params import params_from_dict
+    from unfreeze.config.params import params_from_dict
 
     _, tdata, test_rows, _ = demo_split()
     work = args.work
@@ -194,7 +194,7 @@ def main() -> None:
     import numpy as np
     from common import demo_split
 
-    from unfreeze.metrics import compute_metrics
+    from unfreeze.evaluation.metrics import compute_metrics
 
     splits, tdata, test_rows, root = demo_split()
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} test "

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from argparse import Namespace
 
-from unfreeze.runtime import stage_main
+from unfreeze.runtime import stage_cli
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--splits", required=True, help="input Parquet splits table")
-    parser.add_argument("--folds", required=True, help="output Parquet table with a fold column")
-    args = parser.parse_args(argv)
-    return stage_main("folds", lambda: run(args))
+ARGS = ["--splits", ("--folds", "output Parquet table with a fold column")]
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: Namespace) -> None:
     from collections import Counter
 
-    from unfreeze import folds
+    from unfreeze.dataset.folds import folds_table
     from unfreeze.io import read_parquet, write_parquet
-    from unfreeze.params import load_params
 
-    params = load_params(args.params)
-    table = folds.folds_table(read_parquet(args.splits), params.cv.folds, params.seed,
-                           grouped=params.split.group_by is not None)
+    params = args.params
+    table = folds_table(read_parquet(args.splits), params.cv.folds, params.seed,
+                        grouped=params.split.group_by is not None)
     write_parquet(args.folds, table)
     sizes = sorted(Counter(table["fold"].to_pylist()).items())
     print(f"folds: {params.cv.folds} folds over {table.num_rows} train+val images: {sizes}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_cli("folds", __doc__, ARGS, run, argv)
 
 
 if __name__ == "__main__":

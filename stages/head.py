@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from argparse import Namespace
 
-from unfreeze.runtime import stage_main
+from unfreeze.runtime import stage_cli
+
+ARGS = ["--splits", ("--model-dir", "output folder: model.keras + meta.json"), "--report-dir",
+        "--backup-dir"]
+
+
+def run(args: Namespace) -> None:
+    from pathlib import Path
+
+    from unfreeze.training.recipe import train_head
+
+    train_head(args.params, Path(args.splits), Path(args.model_dir), Path(args.report_dir),
+               Path(args.backup_dir) if args.backup_dir else None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--splits", required=True, help="input Parquet splits table")
-    parser.add_argument("--model-dir", required=True, help="output folder: model.keras + meta")
-    parser.add_argument("--report-dir", required=True, help="output folder: dvclive metrics")
-    parser.add_argument("--backup-dir", help="per-epoch backup to resume from if killed "
-                        "(outside the DVC outputs, e.g. .unfreeze/backup/STAGE)")
-    args = parser.parse_args(argv)
-    return stage_main("head", lambda: run(args))
-
-
-def run(args: argparse.Namespace) -> None:
-    from unfreeze import data as data_lib
-    from unfreeze import recipe, train
-    from unfreeze.checkpoint import Backup
-    from unfreeze.params import load_params
-
-    params = load_params(args.params)
-    table, root, source = data_lib.load_splits(args.splits)
-    data = train.training_rows(table, root)
-    backup = (Backup.for_phase(args.backup_dir, params, recipe.HEAD_SECTIONS, (args.splits,))
-              if args.backup_dir else None)
-    model, summary = recipe.phase_one(params, data, Path(args.report_dir), backup)
-    meta = train.phase_meta(data.classes, params.model.image_size, source, "head",
-                            params.head, summary)
-    train.save_model(model, Path(args.model_dir), meta)
-    if backup:
-        backup.clear()  # only once the model is safely saved
+    return stage_cli("head", __doc__, ARGS, run, argv)
 
 
 if __name__ == "__main__":

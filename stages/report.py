@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from argparse import Namespace
 
-from unfreeze.runtime import stage_main
+from unfreeze.runtime import stage_cli
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reports", default="reports", help="folder of the stages' reports")
-    parser.add_argument("--out", required=True, help="output HTML file")
-    args = parser.parse_args(argv)
-    return stage_main("report", lambda: run(args))
+ARGS = [("--reports", {"default": "reports", "help": "folder of the stages' reports"}),
+        ("--out", "output HTML file")]
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: Namespace) -> None:
+    from pathlib import Path
+
     from unfreeze.report import build_report, inputs_under
 
     out = build_report(inputs_under(Path(args.reports)), Path(args.out))
     print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_cli("report", __doc__, ARGS, run, argv, params=False)
 
 
 if __name__ == "__main__":

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from argparse import Namespace
 
-from unfreeze.runtime import stage_main
+from unfreeze.runtime import stage_cli
+
+ARGS = [("--manifest", "input Parquet manifest"), ("--splits", "output Parquet splits table"),
+        ("--report", "output JSON split summary")]
+
+
+def run(args: Namespace) -> None:
+    from unfreeze.dataset.rows import ok_rows
+    from unfreeze.dataset.splits import split_table, summarize_splits
+    from unfreeze.io import read_parquet, write_json, write_parquet
+
+    params = args.params
+    manifest = read_parquet(args.manifest)
+    table = split_table(ok_rows(manifest), params.split, params.seed)
+    write_parquet(args.splits, table.replace_schema_metadata(manifest.schema.metadata))
+    summary = summarize_splits(table)
+    write_json(args.report, summary)
+    print("split: " + ", ".join(f"{k}={v['n']}" for k, v in summary["splits"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", required=True, help="input Parquet manifest")
-    parser.add_argument("--splits", required=True, help="output Parquet splits table")
-    parser.add_argument("--report", required=True, help="output JSON split summary")
-    args = parser.parse_args(argv)
-    return stage_main("split", lambda: run(args))
-
-
-def run(args: argparse.Namespace) -> None:
-    from unfreeze import data, splits
-    from unfreeze.io import read_parquet, write_json, write_parquet
-    from unfreeze.params import load_params
-
-    params = load_params(args.params)
-    manifest = read_parquet(args.manifest)
-    table = splits.split_table(data.ok_rows(manifest), params.split, params.seed)
-    write_parquet(args.splits, table.replace_schema_metadata(manifest.schema.metadata))
-    summary = splits.summarize_splits(table)
-    write_json(args.report, summary)
-    print("split: " + ", ".join(f"{k}={v['n']}" for k, v in summary["splits"].items()))
+    return stage_cli("split", __doc__, ARGS, run, argv)
 
 
 if __name__ == "__main__":

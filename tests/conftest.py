@@ -13,11 +13,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+from unfreeze.runtime import RAW_STDERR_ENV, child_env, quiet_environment
+
+quiet_environment()
+# In-process CLI calls must not reroute pytest's own stderr; subprocesses get the real filter
+# (tests/test_runtime.py) unless a test sets this too.
+os.environ.setdefault(RAW_STDERR_ENV, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "eel": (40, 200, 40)}
@@ -42,6 +47,31 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
     return root
 
 
+def splits_for(folder: Path, test_paths=()) -> pa.Table:
+    """A splits table of an ``image_folder``: 3 val images per class, the rest train, plus
+    ``test_paths`` (which may not exist: training must never read them)."""
+    rows = []
+    for label in ("cat", "dog"):
+        files = sorted((folder / label).glob("*.png"))
+        for i, f in enumerate(files):
+            split = "val" if i < 3 else "train"
+            rows.append({"path": f"{label}/{f.name}", "label": label, "split": split})
+    rows += [{"path": p, "label": "cat", "split": "test"} for p in test_paths]
+    return pa.Table.from_pylist(rows)
+
+
+@pytest.fixture
+def eager():
+    """TensorFlow functions run eagerly: no graph tracing, which costs ~15 s per ``fit`` of
+    InceptionV3 on 2 cores. The fast unit tests of the training logic use it; graph mode and
+    XLA are what the end-to-end `dvc repro` tests (slow tier) run."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Two classes of 12 small PNG images each."""
@@ -49,13 +79,11 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 def project_env(project: Path) -> dict[str, str]:
-    """Environment for commands run in a project copy: its own src, this venv, no analytics."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    """Environment for commands run in a project copy: its own src, this venv, quiet."""
+    env = child_env()
     env["PYTHONPATH"] = str(project / "src")
-    env.update(DVC_NO_ANALYTICS="1", TF_CPP_MIN_LOG_LEVEL="3", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
     return env
 
 

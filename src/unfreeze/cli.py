@@ -23,10 +23,33 @@ from dataclasses import asdict
 from pathlib import Path
 
 from unfreeze import __version__
-from unfreeze.runtime import EXIT_USER_ERROR, quiet_environment
+from unfreeze.config.errors import UnfreezeError
+from unfreeze.runtime import EXIT_USER_ERROR, filter_native_stderr, quiet_environment
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; a user error prints one line, exit 2."""
+    args = build_parser().parse_args(argv)
+    if args.command != "check":  # check never imports TensorFlow or Prefect
+        quiet_environment()
+        filter_native_stderr()
+    handler = {"check": _check, "retrain": _retrain, "serve": _serve, "report": _report,
+               "predict": _predict, "explain": _explain, "deploy-folds": _scaleout,
+               "worker": _scaleout, "remote-cv": _scaleout}[args.command]
+    try:
+        return handler(args)
+    except UnfreezeError as exc:
+        return _fail(str(exc))
+
+
+def _fail(message: str) -> int:
+    """Print a user error as one line; the exit code for it."""
+    print(f"unfreeze: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``unfreeze`` argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="unfreeze", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,22 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
     _add_model_commands(sub)
     _add_scaleout_commands(sub)
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return _check(args.params)
-    quiet_environment()
-    if args.command == "retrain":
-        return _retrain(Path(args.project))
-    if args.command == "serve":
-        return _serve(Path(args.project), args.cron, args.name)
-    if args.command in ("deploy-folds", "worker", "remote-cv"):
-        return _scaleout(args)
-    if args.command == "report":
-        from unfreeze.report import build_report, inputs_under
-
-        print(build_report(inputs_under(Path(args.reports)), Path(args.out)))
-        return 0
-    return _use_model(args)
+    return parser
 
 
 def _add_model_commands(sub) -> None:
@@ -102,9 +110,8 @@ def _scaleout(args: argparse.Namespace) -> int:
         "start one (`prefect server start --host 0.0.0.0`) and set PREFECT_API_URL, e.g. "
         "http://SERVER:4200/api, on every machine")
     if problem:
-        print(f"unfreeze: error: {problem}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    from unfreeze import scaleout
+        return _fail(problem)
+    from unfreeze.ops import scaleout
 
     if args.command == "worker":
         clone = Path(args.project).resolve()
@@ -130,34 +137,22 @@ def _scaleout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _use_model(args: argparse.Namespace) -> int:
-    """`predict` and `explain`: user errors print one line and exit 2."""
-    from unfreeze import predict as pred
+def _output(out: str, suffixes: tuple[str, ...]) -> Path:
+    """``--out`` checked before any work: its suffix must be one of ``suffixes``."""
+    from unfreeze.config.errors import PredictError
 
-    out = Path(args.out)
-    try:
-        if args.command == "predict" and out.suffix.lower() not in (".parquet", ".csv"):
-            raise pred.PredictError(f"--out {out}: the file name must end in .parquet or .csv")
-        if args.command == "explain" and out.suffix.lower() != ".png":
-            raise pred.PredictError(f"--out {out}: the file name must end in .png")
-        files = pred.expand_inputs(args.inputs if args.command == "predict" else args.images)
-        saved = pred.load_saved(args.model)
-    except (pred.PredictError, ValueError) as exc:
-        print(f"unfreeze: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    if args.command == "explain":
-        from unfreeze.explain import explain_files
+    if Path(out).suffix.lower() not in suffixes:
+        raise PredictError(f"--out {out}: the file name must end in " + " or ".join(suffixes))
+    return Path(out)
 
-        errors = pred.readable(files)
-        for file, error in zip(files, errors, strict=True):
-            if error:
-                print(f"skipped {file}: {error}", file=sys.stderr)
-        good = [str(f) for f, e in zip(files, errors, strict=True) if not e]
-        if not good:
-            print("unfreeze: error: no readable image to explain", file=sys.stderr)
-            return EXIT_USER_ERROR
-        print(explain_files(saved.model, saved.classes, good, saved.image_size, out))
-        return 0
+
+def _predict(args: argparse.Namespace) -> int:
+    """`predict`: a table with one row per input file."""
+    out = _output(args.out, (".parquet", ".csv"))
+    from unfreeze.deploy import predict as pred
+
+    files = pred.expand_inputs(args.inputs)
+    saved = pred.load_saved(args.model)
     if saved.point is None:
         print(f"note: {args.model} has no operating point stored with it (threshold, "
               "temperature): predicting the arg-max class; the exported model "
@@ -167,6 +162,28 @@ def _use_model(args: argparse.Namespace) -> int:
     pred.write_table(table, out)
     failed = sum(e is not None for e in table["error"].to_pylist())
     print(f"{out}: {table.num_rows} rows, {failed} unreadable")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """`explain`: a Grad-CAM grid of the readable images; the others are named and skipped."""
+    out = _output(args.out, (".png",))
+    from unfreeze.deploy import predict as pred
+
+    files = pred.expand_inputs(args.images)
+    saved = pred.load_saved(args.model)
+    written, errors = pred.explain_files(saved, files, out)
+    for file, error in zip(files, errors, strict=True):
+        if error:
+            print(f"skipped {file}: {error}", file=sys.stderr)
+    print(written)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from unfreeze.report import build_report, inputs_under
+
+    print(build_report(inputs_under(Path(args.reports)), Path(args.out)))
     return 0
 
 
@@ -185,28 +202,23 @@ def check_server(url: str | None, timeout: float = 5.0) -> str | None:
     return None
 
 
-def _check(path: str) -> int:
-    from unfreeze.data import DataError, resolve_root
-    from unfreeze.params import ParamsError, load_params
+def _check(args: argparse.Namespace) -> int:
+    from unfreeze.config.params import load_params
+    from unfreeze.dataset.sources import resolve_root
 
-    try:
-        params = load_params(path)
-        root = resolve_root(params.data.source)
-    except (ParamsError, DataError) as exc:
-        print(f"unfreeze: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    params = load_params(args.params)
+    root = resolve_root(params.data.source)
     print(json.dumps({"params": asdict(params), "data_root": str(root)}, indent=2))
     return 0
 
 
-def _retrain(project: Path) -> int:
+def _retrain(args: argparse.Namespace) -> int:
     problem = check_server(os.environ.get("PREFECT_API_URL"))
     if problem:
-        print(f"unfreeze: error: {problem}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    from unfreeze.retrain import retrain_flow
+        return _fail(problem)
+    from unfreeze.ops.retrain import retrain_flow
 
-    state = retrain_flow(project=str(project), return_state=True)
+    state = retrain_flow(project=str(Path(args.project)), return_state=True)
     if not state.is_completed():
         print(f"unfreeze: retrain failed: {state.message}", file=sys.stderr)
         return 1
@@ -226,23 +238,20 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _serve(project: Path, cron: str, name: str | None) -> int:
+def _serve(args: argparse.Namespace) -> int:
     url = os.environ.get("PREFECT_API_URL")
     if not url:
-        print("unfreeze: error: serving needs a Prefect server: start one with `prefect server "
-              "start --host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api",
-              file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail("serving needs a Prefect server: start one with `prefect server start "
+                     "--host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
     problem = check_server(url)
     if problem:
-        print(f"unfreeze: error: {problem}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _fail(problem)
     from prefect.deployments.runner import EntrypointType
 
-    from unfreeze.retrain import retrain_flow
+    from unfreeze.ops.retrain import retrain_flow
 
-    root = project.resolve()
-    retrain_flow.serve(name=name or deployment_name(root), cron=cron, global_limit=1,
+    root = Path(args.project).resolve()
+    retrain_flow.serve(name=args.name or deployment_name(root), cron=args.cron, global_limit=1,
                        parameters={"project": str(root)},
                        entrypoint_type=EntrypointType.MODULE_PATH)
     return 0

@@ -1,8 +1,10 @@
-"""Atomic file writes (temp file in the same folder, then rename) and small format helpers."""
+"""Atomic file writes (temp file in the same folder, then rename), small format helpers and the
+sha256 of a file. The floor every layer stands on: imports no other unfreeze module."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +50,7 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
+    """Parse a JSON file (UTF-8)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -57,6 +60,7 @@ def write_parquet(path: str | Path, table: pa.Table) -> Path:
 
 
 def read_parquet(path: str | Path) -> pa.Table:
+    """Read a Parquet file into an Arrow table."""
     return pq.read_table(path)
 
 
@@ -71,6 +75,15 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
             w.writerows(rows)
 
     return write_atomic(path, writer)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _json_default(value: Any) -> Any:

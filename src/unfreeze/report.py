@@ -15,16 +15,16 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from unfreeze.config.params import METRIC_NAMES
+from unfreeze.evaluation.plots import pyplot, save_figure
 from unfreeze.io import read_json, write_atomic
-from unfreeze.plots import pyplot, save_figure
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;margin:.3em}.missing{color:#a60}.figs{display:flex;flex-wrap:wrap}"""
-METRIC_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
-               "average_precision", "ece")
+METRIC_KEYS = (*METRIC_NAMES, "ece")
 
 
 @dataclass(frozen=True)

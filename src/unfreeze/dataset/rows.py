@@ -1,0 +1,90 @@
+"""Rows of the manifest and splits tables as the later stages use them: usable rows only,
+absolute paths checked to lie under the data root, integer labels, content-hash keys.
+
+Training takes the ``train`` and ``val`` rows only: :func:`training_rows` drops the ``test``
+rows before any path is resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from unfreeze.config.errors import DataError
+from unfreeze.dataset.sources import resolve_root
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Absolute image paths, integer labels and content hashes (decoded-cache keys)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    keys: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What one training run sees: train and val rows and the class names, in label order."""
+
+    train: Rows
+    val: Rows
+    classes: list[str]
+
+
+def ok_rows(table: pa.Table) -> pa.Table:
+    """Only the usable images of a manifest."""
+    return table.filter(pc.equal(table["status"], "ok"))
+
+
+def is_split(table: pa.Table, name: str) -> pa.ChunkedArray:
+    """A filter mask of the rows of split ``name`` (``train``, ``val`` or ``test``)."""
+    return pc.equal(table["split"], name)
+
+
+def iter_paths(root: Path, rel_paths: Iterable[str]) -> Iterator[str]:
+    """Absolute paths for manifest paths, refusing any that escape the data root."""
+    root = root.resolve()
+    for rel in rel_paths:
+        full = (root / rel).resolve()
+        if not full.is_relative_to(root):
+            raise DataError(f"manifest path {rel!r} lies outside the data root {root}")
+        yield str(full)
+
+
+def load_splits(path: str | Path) -> tuple[pa.Table, Path, str]:
+    """Read a splits (or folds) table and resolve the data root recorded in its metadata."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    source = (table.schema.metadata or {}).get(b"source", b"").decode()
+    if not source:
+        raise DataError(f"{path}: no data source recorded in its metadata; rerun `dvc repro split`")
+    return table, resolve_root(source), source
+
+
+def class_names(table: pa.Table) -> list[str]:
+    """The classes of a table, sorted: the model's output order."""
+    return sorted(set(table["label"].to_pylist()))
+
+
+def rows_of(table: pa.Table, root: Path, classes: list[str]) -> Rows:
+    """Paths (checked to lie under ``root``), label indices into ``classes`` and sha256 keys."""
+    index = {name: i for i, name in enumerate(classes)}
+    paths = list(iter_paths(root, table["path"].to_pylist()))
+    labels = np.asarray([index[label] for label in table["label"].to_pylist()], dtype=np.int32)
+    keys = table["sha256"].to_pylist() if "sha256" in table.column_names else None
+    return Rows(paths, labels, keys)
+
+
+def training_rows(splits: pa.Table, root: Path) -> TrainingData:
+    """Train and val rows of a splits table; the test rows are discarded here."""
+    classes = class_names(splits)
+    return TrainingData(train=rows_of(splits.filter(is_split(splits, "train")), root, classes),
+                        val=rows_of(splits.filter(is_split(splits, "val")), root, classes),
+                        classes=classes)

@@ -1,0 +1,168 @@
+"""Data sources: where the images of a ``data.source`` live and which files are candidates.
+
+A source is either the ELPV demo (``elpv``, from the installed ``elpv-dataset`` package) or a
+folder of class subfolders::
+
+    root/<class>/<image>                 group = null
+    root/<class>/<group>/.../<image>     group = first subfolder under the class (patient, device)
+
+Listing rules (checked and documented in the README):
+- class folders are the root's immediate subfolders; hidden ones (``.x``) and ``__MACOSX`` are
+  ignored; files directly in the root are ignored and listed;
+- hidden and system files (``.DS_Store``, ``._x``, ``Thumbs.db``, ``desktop.ini``) are ignored
+  and listed;
+- directory symlinks are not followed;
+- file or folder names that are not valid UTF-8 become candidates with a problem (rejected);
+- a class folder without any image file is ignored and listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unfreeze.config.errors import DataError
+from unfreeze.io import sha256_file
+
+ELPV = "elpv"
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+IGNORED_DIRS = {"__macosx"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file that should be an image of class ``label``."""
+
+    path: str  # posix path relative to the data root
+    label: str
+    group: str | None = None
+    extra: tuple[tuple[str, object], ...] = ()
+    problem: str = ""  # a reason to reject found while listing (e.g. a non-UTF-8 name)
+
+
+def resolve_root(source: str, cwd: str | Path = ".") -> Path:
+    """Return the folder that manifest paths are relative to, for a ``data.source`` value."""
+    if source == ELPV:
+        try:
+            import elpv_dataset
+        except ImportError:
+            raise DataError(
+                "data.source is `elpv` but the demo package is not installed: "
+                "run `pip install -e .[demo]` (or `pip install elpv-dataset`)"
+            ) from None
+        return Path(elpv_dataset.__file__).resolve().parent / "data"
+    root = (Path(cwd) / source).resolve()
+    if not root.is_dir():
+        raise DataError(
+            f"data.source: folder {source!r} does not exist (resolved to {root}); "
+            "give `elpv` or a path to a folder of class subfolders"
+        )
+    return root
+
+
+def elpv_candidates(root: Path, labels: str) -> list[Candidate]:
+    """List the ELPV demo images with labels from the package's ``labels.csv``.
+
+    ``binary``: ``defective`` when the defect probability is > 0.5, else ``functional``.
+    ``four_class``: one class per probability 0, 1/3, 2/3, 1 (``p0``, ``p33``, ``p67``, ``p100``).
+    """
+    out = []
+    for line in (root / "labels.csv").read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rel, prob_text, module_type = line.split()
+        prob = float(prob_text)
+        if labels == "binary":
+            label = "defective" if prob > 0.5 else "functional"
+        else:
+            label = f"p{round(prob * 100):d}"
+        extra = (("defect_probability", prob), ("module_type", module_type))
+        out.append(Candidate(path=rel, label=label, extra=extra))
+    return out
+
+
+def is_ignored_name(name: str) -> bool:
+    """Hidden and system files/folders that are never images of a class."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES | IGNORED_DIRS
+
+
+def safe_name(name: str) -> str:
+    """``name`` itself when it is valid UTF-8, else with the bad bytes escaped (\\xNN)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def folder_candidates(root: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """Walk class folders under ``root``; return candidates and ignored entries (path, reason)."""
+    candidates: list[Candidate] = []
+    ignored: list[dict[str, str]] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if is_ignored_name(entry.name):
+            ignored.append({"path": entry.name, "reason": "hidden or system entry"})
+        elif entry.is_symlink() and entry.is_dir():
+            ignored.append({"path": entry.name, "reason": "symlinked class folder not followed"})
+        elif not entry.is_dir():
+            ignored.append({"path": safe_name(entry.name),
+                            "reason": "file outside any class folder"})
+        elif safe_name(entry.name) != entry.name:
+            ignored.append({"path": safe_name(entry.name),
+                            "reason": "class folder name is not valid UTF-8; rename it"})
+        else:
+            found = _walk_class(root, Path(entry.path), entry.name, ignored)
+            if not found:
+                ignored.append({"path": entry.name,
+                                "reason": "empty class folder (no image files): not a class"})
+            candidates.extend(found)
+    return candidates, ignored
+
+
+def _walk_class(root: Path, class_dir: Path, label: str, ignored: list[dict[str, str]]
+                ) -> list[Candidate]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if is_ignored_name(d) or (here / d).is_symlink():
+                ignored.append({"path": _rel(root, here / d), "reason": "hidden, system or "
+                                "symlinked folder not followed"})
+                dirnames.remove(d)
+        dirnames.sort()
+        for name in sorted(filenames):
+            raw = _rel(root, here / name)
+            rel = safe_name(raw)
+            if is_ignored_name(name):
+                ignored.append({"path": rel, "reason": "hidden or system file"})
+                continue
+            parts = Path(rel).parts
+            group = parts[1] if len(parts) > 2 else None
+            problem = "" if rel == raw else "file or folder name is not valid UTF-8; rename it"
+            out.append(Candidate(path=rel, label=label, group=group, problem=problem))
+    return out
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def listing_key(root: str | Path) -> str:
+    """A cheap key of a folder's listing: every file's relative path, size and mtime."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def content_fingerprint(root: str | Path) -> str:
+    """The sha256 of every file's relative path and content hash: what the data really is."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()

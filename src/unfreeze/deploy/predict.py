@@ -1,0 +1,175 @@
+"""Use a saved model on new images: `unfreeze predict` and `unfreeze explain`.
+
+The model is a ``.keras`` file (or a folder holding ``model.keras``) with the ``meta.json``
+that unfreeze saves beside it: class names and image size come from there, never from
+guesses. An exported model's meta also carries the operating point fitted on validation
+(temperature, binary threshold, TTA), which prediction applies. Each input is checked from
+its header (format, pixel count: the rules of ``prepare``) and then decoded once, by the same
+TensorFlow code as training; a file that fails either becomes a row with an ``error`` and no
+probabilities, and the rest are predicted in batches.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from unfreeze.config.errors import PredictError
+from unfreeze.dataset.scan import ACCEPTED_FORMATS, header_problem
+from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
+from unfreeze.evaluation.gradcam import gradcam, plot_grid
+from unfreeze.evaluation.inference import predict_image_views
+from unfreeze.io import read_json, write_csv, write_parquet
+from unfreeze.training.artifacts import META_FILE, MODEL_FILE, load_model
+from unfreeze.training.inputs import decode_files
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+UNDECODABLE = "cannot decode image (corrupt or truncated image data)"
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A loaded model with what its meta.json says about it."""
+
+    model: object
+    classes: list[str]
+    image_size: int
+    point: OperatingPoint | None  # None: arg-max, no temperature, no TTA
+
+
+def load_saved(path: str | Path) -> SavedModel:
+    """Load ``path`` (a .keras file or a folder with model.keras) with ``safe_mode=True``."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    meta_file = file.with_name(META_FILE)
+    if not file.is_file():
+        raise PredictError(f"--model {path}: no such model file; give a .keras file saved "
+                           "by unfreeze (e.g. models/export/model.keras)")
+    if not meta_file.is_file():
+        raise PredictError(f"--model {path}: {meta_file} is missing, so the class names are "
+                           "unknown; use a model folder written by unfreeze (models/finetune, "
+                           "models/export) that has meta.json beside model.keras")
+    meta = read_json(meta_file)
+    try:
+        model = load_model(file)
+    except ValueError as exc:  # another format, or code in the file (safe_mode refuses it)
+        raise PredictError(f"--model {path}: {exc}") from None
+    point = meta.get("operating_point")
+    return SavedModel(model, list(meta["classes"]), int(meta["image_size"]),
+                      OperatingPoint.from_dict(point) if point else None)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively for images, globs expanded; sorted, unique.
+
+    An input that matches nothing is an error naming it.
+    """
+    found: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*")
+                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                             and not any(part.startswith(".") for part in p.parts))
+        elif path.exists():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True)
+                             if Path(p).is_file())
+        if not matches:
+            raise PredictError(f"input {item!r}: no such file, or no image in that folder or "
+                               "glob (images: " + ", ".join(IMAGE_SUFFIXES) + ")")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def decode_inputs(files: list[Path], image_size: int) -> tuple[np.ndarray, list[str]]:
+    """Images of the usable files (in order) and, per file, "" or why it is not usable.
+
+    The header rules come first (accepted formats: ``ACCEPTED_FORMATS``; decompression bombs
+    refused undecoded), then each remaining file is decoded once.
+    """
+    errors = [header_problem(file) for file in files]
+    candidates = [i for i, error in enumerate(errors) if not error]
+    decoded, images = decode_files([str(files[i]) for i in candidates], image_size)
+    done = {candidates[j] for j in decoded}
+    for i in candidates:
+        if i not in done:
+            errors[i] = UNDECODABLE
+    return images, errors
+
+
+def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
+                  tta: str | None = None, progress: bool = True) -> pa.Table:
+    """One row per file: path, predicted label, one probability per class, error."""
+    point = saved.point
+    tta = tta or (point.tta if point else "none")
+    probs = np.full((len(files), len(saved.classes)), np.nan, np.float32)
+    errors = [""] * len(files)
+    chunk = max(batch_size * 8, 1)  # decoded images held at once; the progress bar's step
+    for start in _progress(range(0, len(files), chunk), len(files), chunk, progress):
+        part = list(range(start, min(start + chunk, len(files))))
+        images, part_errors = decode_inputs([files[i] for i in part], saved.image_size)
+        good = [i for i, error in zip(part, part_errors, strict=True) if not error]
+        for i, error in zip(part, part_errors, strict=True):
+            errors[i] = error
+        if good:
+            views = predict_image_views(saved.model, images, batch_size, tta)
+            probs[good] = apply_temperature(np.mean(views, axis=0),
+                                            point.temperature if point else 1.0)
+    good = [i for i, error in enumerate(errors) if not error]
+    predicted: list[str | None] = [None] * len(files)
+    if good:
+        for i, k in zip(good, decide_classes(probs[good], point), strict=True):
+            predicted[i] = saved.classes[k]
+    columns = {"path": [str(f) for f in files], "predicted": predicted}
+    for j, name in enumerate(saved.classes):
+        columns[f"prob_{name}"] = pa.array(
+            [None if e else float(probs[i, j]) for i, e in enumerate(errors)], pa.float64())
+    columns["error"] = [e or None for e in errors]
+    return pa.table(columns)
+
+
+def explain_files(saved: SavedModel, files: list[Path], out: Path,
+                  labels: list[str] | None = None) -> tuple[Path, list[str]]:
+    """Grad-CAM grid of the usable ``files`` (predicted class; true label in the title when
+    given); also returns, per file, "" or why it was skipped."""
+    images, errors = decode_inputs(files, saved.image_size)
+    good = [i for i, error in enumerate(errors) if not error]
+    if not good:
+        raise PredictError("no readable image to explain (images: "
+                           + ", ".join(ACCEPTED_FORMATS) + ")")
+    heat, probs = gradcam(saved.model, images.astype(np.float32))
+    titles = []
+    for row, i in enumerate(good):
+        pred = int(probs[row].argmax())
+        truth = f"{labels[i]} → " if labels else ""
+        titles.append(f"{files[i].name[:24]}\n{truth}{saved.classes[pred]} "
+                      f"({probs[row, pred]:.2f})")
+    return plot_grid(out, images.astype(np.float32), heat, titles), errors
+
+
+def _progress(chunks: range, total: int, chunk: int, enabled: bool):
+    """Yield ``chunks`` while drawing a progress bar (images done / total) on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", disable=not enabled or not total, file=sys.stderr,
+              desc="predict") as bar:
+        for start in chunks:
+            yield start
+            bar.update(min(chunk, total - start))
+
+
+def write_table(table: pa.Table, out: Path) -> Path:
+    """Write ``table`` as Parquet (``.parquet``) or CSV (``.csv``), atomically."""
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        return write_parquet(out, table)
+    if suffix == ".csv":
+        return write_csv(out, table.to_pylist(), table.column_names)
+    raise PredictError(f"--out {out}: the file name must end in .parquet or .csv")

@@ -1,0 +1,119 @@
+"""The evaluate stage: operating point fitted on validation, then the test-set report.
+
+Writes metrics (CSV for ``dvc plots``, PNG for people), the prediction table, the
+calibration and Grad-CAM figures. Metrics and predictions themselves are in
+:mod:`unfreeze.evaluation.metrics` and :mod:`unfreeze.evaluation.inference`, shared with
+cross-validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unfreeze.config.params import METRIC_NAMES, EvaluateParams
+from unfreeze.dataset.rows import Rows, is_split
+from unfreeze.dataset.splits import leakage_checks
+from unfreeze.evaluation.calibrate import (
+    OperatingPoint,
+    apply_temperature,
+    decide_classes,
+    expected_calibration_error,
+    fit_operating_point,
+    reliability_rows,
+)
+from unfreeze.evaluation.gradcam import gradcam, plot_grid, sample_for_gradcam
+from unfreeze.evaluation.inference import evaluation_rows, predict, predict_views
+from unfreeze.evaluation.metrics import (
+    compute_metrics,
+    curve_rows,
+    positive_index,
+    predictions_table,
+)
+from unfreeze.evaluation.plots import plot_reliability, plot_test_pngs
+from unfreeze.io import write_csv, write_json, write_parquet
+from unfreeze.training.artifacts import MODEL_FILE, load_model
+from unfreeze.training.inputs import load_images
+
+
+def compare_settings(y_true: np.ndarray, probs_by_tta: dict[str, np.ndarray],
+                     point: OperatingPoint, positive: str | None) -> dict[str, dict]:
+    """Headline metrics for each TTA setting at 0.5 (arg-max) and at the tuned threshold."""
+    out = {}
+    for tta, probs in probs_by_tta.items():
+        for name, threshold in (("0.5", 0.5), ("tuned", None)):
+            y_pred = decide_classes(probs, point, threshold)
+            m = compute_metrics(y_true, probs, point.classes, positive, y_pred)
+            out[f"tta_{tta}@{name}"] = {k: m[k] for k in METRIC_NAMES} | {
+                "ece": expected_calibration_error(y_true, probs)}
+    return out
+
+
+def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
+                     out_dir: Path) -> dict:
+    """Fit the operating point on validation, then test the saved model; write every report.
+
+    Writes metrics.json (the configured operating point at the top level, every TTA ×
+    threshold setting under ``compare``), operating_point.json, predictions.parquet,
+    confusion/roc/pr/reliability CSV + PNG and gradcam.png.
+    """
+    table, val, test, classes, image_size = evaluation_rows(splits_path, model_dir)
+    model = load_model(model_dir / MODEL_FILE)
+    val_probs = predict(model, val.paths, image_size, params.batch_size, val.keys, params.tta)
+    views = predict_views(model, test.paths, image_size, params.batch_size, test.keys,
+                          params.tta)
+    pos = (positive_index(test.labels, classes, params.positive_class)
+           if len(classes) == 2 else None)
+    point = fit_operating_point(val.labels, val_probs, classes, pos, params.threshold,
+                                params.calibration, params.tta)
+    raw = {"none": views[0], params.tta: np.mean(views, axis=0)}
+    by_tta = {k: apply_temperature(v, point.temperature) for k, v in raw.items()}
+    probs = by_tta[params.tta]
+    y_pred = decide_classes(probs, point)
+    positive = point.positive_class or params.positive_class
+    metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
+    metrics |= {"threshold": point.threshold, "threshold_rule": point.threshold_rule,
+                "temperature": point.temperature, "tta": params.tta, "n_val": len(val.paths),
+                "ece": expected_calibration_error(test.labels, probs),
+                "ece_uncalibrated": expected_calibration_error(test.labels, raw[params.tta]),
+                "compare": compare_settings(test.labels, by_tta, point, positive),
+                "leakage_checks": leakage_checks(table)}
+    rel_paths = table.filter(is_split(table, "test"))["path"].to_pylist()
+    write_parquet(out_dir / "predictions.parquet",
+                  predictions_table(rel_paths, test.labels, probs, classes, y_pred))
+    _write_plots(out_dir, test.labels, y_pred, probs, raw[params.tta], classes, positive)
+    _write_gradcam(out_dir / "gradcam.png", model, test, rel_paths, y_pred, probs,
+                   classes, image_size, params.gradcam)
+    write_json(out_dir / "operating_point.json",
+               point.as_dict() | {"image_size": image_size, "fitted_on": "val"})
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _write_plots(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
+                 uncalibrated: np.ndarray, classes: list[str], positive: str | None) -> None:
+    roc, pr = curve_rows(y_true, probs, classes, positive)
+    confusion = [{"actual": classes[t], "predicted": classes[p]}
+                 for t, p in zip(y_true, y_pred, strict=True)]
+    write_csv(out_dir / "confusion.csv", confusion, ["actual", "predicted"])
+    write_csv(out_dir / "roc.csv", roc, ["class", "fpr", "tpr"])
+    write_csv(out_dir / "pr.csv", pr, ["class", "recall", "precision"])
+    reliability = [{"probabilities": name, **row}
+                   for name, p in (("uncalibrated", uncalibrated), ("calibrated", probs))
+                   for row in reliability_rows(y_true, p)]
+    write_csv(out_dir / "reliability.csv", reliability,
+              ["probabilities", "bin_low", "bin_high", "confidence", "accuracy", "count"])
+    plot_test_pngs(out_dir, y_true, y_pred, classes, roc, pr)
+    plot_reliability(out_dir / "reliability.png", reliability)
+
+
+def _write_gradcam(path: Path, model, test: Rows, rel_paths: list[str], y_pred: np.ndarray,
+                   probs: np.ndarray, classes: list[str], image_size: int,
+                   per_cell: int) -> None:
+    rows = sample_for_gradcam(test.labels, y_pred, probs.max(axis=1), len(classes), per_cell)
+    images = load_images([test.paths[i] for i in rows], image_size)
+    heat, _ = gradcam(model, images, y_pred[rows]) if rows else (images[..., 0], None)
+    titles = [f"{Path(rel_paths[i]).name[:24]}\n{classes[test.labels[i]]} → "
+              f"{classes[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})" for i in rows]
+    plot_grid(path, images, heat, titles)

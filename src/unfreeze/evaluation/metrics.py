@@ -1,0 +1,118 @@
+"""Metrics of predicted probabilities against true labels, shared by evaluation and CV.
+
+Pure functions: they take true labels (integers into ``classes``) and predicted
+probabilities and return numbers or rows. The headline metrics are
+:data:`~unfreeze.config.params.METRIC_NAMES`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+from sklearn import metrics as skm
+
+from unfreeze.config.errors import ParamsError
+from unfreeze.config.params import METRIC_NAMES
+
+__all__ = ["METRIC_NAMES", "compute_metrics", "curve_rows", "positive_class", "positive_index",
+           "predictions_table"]
+
+
+def positive_class(labels: Sequence[str], classes: Sequence[str], configured: str | None
+                   ) -> str | None:
+    """The positive class of a binary task (None otherwise): ``configured`` when set, else
+    the rarer class in ``labels``; on a tie the later class in ``classes`` (scikit-learn's
+    convention that the greater label is the positive one). The one rule, for test and CV."""
+    if len(classes) != 2:
+        return None
+    if configured is not None:
+        if configured not in classes:
+            raise ParamsError(f"evaluate.positive_class: {configured!r} is not one of "
+                              f"{list(classes)}")
+        return configured
+    counts = Counter(labels)
+    return min(reversed(list(classes)), key=lambda c: counts.get(c, 0))
+
+
+def positive_index(y_true: np.ndarray, classes: list[str], positive: str | None) -> int:
+    """Index of :func:`positive_class` for integer labels ``y_true``."""
+    return classes.index(positive_class([classes[i] for i in y_true], classes, positive))
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+                    positive: str | None = None, y_pred: np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro and per-class P/R/F1, ROC-AUC, average precision.
+
+    Label metrics use ``y_pred`` (e.g. at a tuned threshold), by default the arg-max class.
+    """
+    y_pred = probs.argmax(axis=1) if y_pred is None else y_pred
+    labels = list(range(len(classes)))
+    p, r, f, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    out = {
+        "n_test": len(y_true),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "precision": float(p.mean()),
+        "recall": float(r.mean()),
+        "f1": float(f.mean()),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                          "support": int(support[i])} for i, c in enumerate(classes)},
+    }
+    present = np.unique(y_true)
+    if len(present) < 2:  # AUC is undefined with one class only
+        out["roc_auc"] = out["average_precision"] = None
+    elif len(classes) == 2:
+        pos = positive_index(y_true, classes, positive)
+        out["positive_class"] = classes[pos]
+        out["roc_auc"] = float(skm.roc_auc_score(y_true == pos, probs[:, pos]))
+        out["average_precision"] = float(skm.average_precision_score(y_true == pos, probs[:, pos]))
+    else:
+        onehot = np.eye(len(classes))[y_true]
+        cols = [i for i in labels if i in present]
+        out["roc_auc"] = float(skm.roc_auc_score(onehot[:, cols], probs[:, cols],
+                                                 average="macro"))
+        out["average_precision"] = float(skm.average_precision_score(
+            onehot[:, cols], probs[:, cols], average="macro"))
+    return out
+
+
+def curve_rows(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+               positive: str | None = None) -> tuple[list[dict], list[dict]]:
+    """ROC rows (class, fpr, tpr) and PR rows (class, recall, precision), one-vs-rest.
+
+    A binary task gets the positive class's curves only.
+    """
+    if len(classes) == 2:
+        which = [positive_index(y_true, classes, positive)]
+    else:
+        which = list(range(len(classes)))
+    roc, pr = [], []
+    for i in which:
+        truth = y_true == i
+        if truth.all() or not truth.any():
+            continue
+        fpr, tpr, _ = skm.roc_curve(truth, probs[:, i])
+        roc += [{"class": classes[i], "fpr": float(a), "tpr": float(b)}
+                for a, b in zip(fpr, tpr, strict=True)]
+        prec, rec, _ = skm.precision_recall_curve(truth, probs[:, i])
+        pr += [{"class": classes[i], "recall": float(a), "precision": float(b)}
+               for a, b in zip(rec, prec, strict=True)]
+    return roc, pr
+
+
+def predictions_table(paths: list[str], y_true: np.ndarray, probs: np.ndarray,
+                      classes: list[str], y_pred: np.ndarray | None = None) -> pa.Table:
+    """One row per test image: path, true and predicted label, one probability per class."""
+    y_pred = probs.argmax(axis=1) if y_pred is None else y_pred
+    columns = {
+        "path": paths,
+        "label": [classes[i] for i in y_true],
+        "predicted": [classes[i] for i in y_pred],
+    }
+    for i, name in enumerate(classes):
+        columns[f"prob_{name}"] = probs[:, i].astype(np.float64)
+    return pa.table(columns)

@@ -1,0 +1,196 @@
+"""The fit loop shared by phase one (head) and phase two (finetune), logged with dvclive.
+
+:func:`fit_phase` reads as its steps: choose what trains (the full model, or its trainable
+part on cached features), resume a backup, build the inputs, train the epochs, summarise.
+Only the ``train`` and ``val`` rows reach this module (:func:`unfreeze.dataset.rows.training_rows`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+from unfreeze.config.errors import DataError
+from unfreeze.config.params import AugmentParams, PhaseParams
+from unfreeze.dataset.rows import TrainingData
+from unfreeze.training import distribute, features, inputs
+from unfreeze.training.backup import Backup, BackupCallback, Resumed, restore
+from unfreeze.training.model import compile_for
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What one phase trains and on what: the model that ``fit`` runs (the full model, or
+    with cached views its trainable part) and the frozen extractor in front of it, if any."""
+
+    trainable: keras.Model
+    extractor: keras.Model | None
+    batch: int  # global batch: batch_size per replica times the replicas
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str | None) -> dict[int, float] | None:
+    """``balanced`` class weights (n_samples / (n_classes * count)) or None."""
+    if mode is None:
+        return None
+    weights = compute_class_weight("balanced", classes=np.arange(n_classes), y=labels)
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def plan_phase(model: keras.Model, phase: PhaseParams,
+               unfreeze_from: str | int | None = None) -> PhasePlan:
+    """The full model, or with ``phase.cached_views`` its part above the frozen layers
+    (phase one: the head; phase two: from ``unfreeze_from`` up), compiled like the model."""
+    batch = distribute.global_batch(phase.batch_size)
+    if not phase.cached_views:
+        return PhasePlan(model, None, batch)
+    extractor, trainable = features.split_model(model, unfreeze_from)
+    compile_for(trainable, phase, model.jit_compile)
+    return PhasePlan(trainable, extractor, batch)
+
+
+def phase_inputs(plan: PhasePlan, data: TrainingData, phase: PhaseParams,
+                 augment: AugmentParams, image_size: int, seed: int, first_epoch: int
+                 ) -> tuple[object, object, dict[int, float] | None]:
+    """(training input, validation input, class weights for ``fit``).
+
+    Cached views carry their sample weights themselves; image datasets leave them to ``fit``.
+    """
+    weights = class_weights(data.train.labels, len(data.classes), phase.class_weight)
+    replicas = distribute.replicas_of(plan.trainable)
+    if plan.extractor is not None:
+        views = features.training_views(plan.extractor, data.train.paths, image_size,
+                                        plan.batch, augment, phase.cached_views, seed,
+                                        keys=data.train.keys)
+        val = features.extract(plan.extractor, data.val.paths, image_size, plan.batch,
+                               keys=data.val.keys)
+        return (features.CachedViews(views, data.train.labels, plan.batch, weights, seed,
+                                     first_epoch=first_epoch, replicas=replicas),
+                features.CachedViews(val[None], data.val.labels, plan.batch, None, seed,
+                                     shuffle=False, replicas=replicas),
+                None)
+    train = inputs.make_dataset(data.train.paths, data.train.labels, image_size, plan.batch,
+                                shuffle=True, seed=seed, augment=augment, keys=data.train.keys,
+                                replicas=replicas)
+    val = inputs.make_dataset(data.val.paths, data.val.labels, image_size, plan.batch,
+                              keys=data.val.keys, replicas=replicas)
+    return train, val, weights
+
+
+def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
+              augment: AugmentParams, image_size: int, seed: int, report_dir: Path,
+              backup: Backup | None = None, unfreeze_from: str | int | None = None) -> dict:
+    """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
+
+    With ``phase.cached_views`` > 0 the frozen part's features (pooled base output in phase
+    one, activations below ``unfreeze_from`` in phase two) are computed once and the model's
+    own trainable layers train on them (:mod:`unfreeze.training.features`). Per-epoch
+    metrics go to ``report_dir`` through dvclive (metrics.json + plots/metrics/). With
+    ``backup``, the phase is saved after every epoch and a matching backup left by an
+    interrupted run is resumed: only the remaining epochs train, and early stopping keeps its
+    best epoch across the interruption. The caller clears the backup once the model is saved.
+    Returns a summary: best epoch, its validation metrics, epochs run, wall time.
+    """
+    started = time.perf_counter()
+    plan = plan_phase(model, phase, unfreeze_from)
+    resumed = restore(backup, plan.trainable) if backup else None
+    distribute.prepare_fit(plan.trainable, model,
+                           *([plan.extractor] if plan.extractor is not None else []))
+    first_epoch = (phase.epochs if resumed.stopped else resumed.epochs_done) if resumed else 0
+    train_in, val_in, weights = phase_inputs(plan, data, phase, augment, image_size, seed,
+                                             first_epoch)
+    feature_seconds = round(time.perf_counter() - started, 2) if plan.extractor else 0.0
+    with open_live(report_dir) as live:
+        history = train_epochs(plan, train_in, val_in, weights, phase, first_epoch, live,
+                               backup, resumed)
+        summary = phase_summary(history, phase, plan, model, resumed) | {
+            "feature_seconds": feature_seconds,
+            "seconds": round(time.perf_counter() - started, 2),
+            "n_train": len(data.train.paths), "n_val": len(data.val.paths)}
+        for key, value in summary.items():
+            live.summary[key] = value
+    return summary
+
+
+def train_epochs(plan: PhasePlan, train_in: object, val_in: object,
+                 weights: dict[int, float] | None, phase: PhaseParams, first_epoch: int,
+                 live, backup: Backup | None, resumed: Resumed | None) -> dict[str, list[float]]:
+    """Run ``fit`` from ``first_epoch`` with logging, early stopping and backups; return the
+    history of every epoch of the phase (those before a resume included)."""
+    early = (keras.callbacks.EarlyStopping(monitor="val_loss", patience=phase.patience,
+                                           restore_best_weights=True)
+             if phase.patience else None)
+    logger = LiveLogger(live)
+    if resumed:
+        logger.replay(resumed.history)
+    callbacks: list[keras.callbacks.Callback] = [logger] + ([early] if early else [])
+    keeper = BackupCallback(backup, resumed, early) if backup else None
+    if keeper:
+        callbacks.append(keeper)  # after EarlyStopping: it saves the updated counters
+    history = plan.trainable.fit(train_in, validation_data=val_in, epochs=phase.epochs,
+                                 initial_epoch=first_epoch, class_weight=weights,
+                                 callbacks=callbacks,
+                                 shuffle=False,  # both inputs reshuffle themselves every epoch
+                                 verbose=2)
+    return keeper.history if keeper else history.history
+
+
+def phase_summary(history: dict[str, list[float]], phase: PhaseParams, plan: PhasePlan,
+                  model: keras.Model, resumed: Resumed | None) -> dict:
+    """What the phase did: best epoch and its metrics, whose weights were kept, how it ran."""
+    summary = summarize_history(history)
+    # early stopping restores the best epoch's weights; without it the last epoch's stay
+    summary["weights_from_epoch"] = (summary["best_epoch"] if phase.patience
+                                     else summary["epochs_run"])
+    summary["resumed_after_epoch"] = resumed.epochs_done if resumed else 0
+    summary["cached_views"] = phase.cached_views
+    summary["precision"] = model.dtype_policy.name
+    summary["xla"] = bool(plan.trainable.jit_compile)
+    return summary | distribute.summary() | {"global_batch_size": plan.batch}
+
+
+class LiveLogger(keras.callbacks.Callback):
+    """Log each epoch's Keras metrics to a dvclive ``Live`` as train/… and val/… series."""
+
+    def __init__(self, live) -> None:
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            key = f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}"
+            self.live.log_metric(key, float(value))
+        self.live.next_step()
+
+    def replay(self, history: dict[str, list[float]]) -> None:
+        """Log the epochs a resumed phase ran before it was interrupted."""
+        n = len(next(iter(history.values()), []))
+        for epoch in range(n):
+            self.on_epoch_end(epoch, {name: values[epoch] for name, values in history.items()})
+
+
+def open_live(report_dir: Path):
+    """A dvclive ``Live`` writing metrics.json and plots/metrics/ into ``report_dir``."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    try:
+        return Live(dir=str(report_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    except SCMError as exc:  # dvclive cannot log inside a git repository without commits
+        raise DataError(f"dvclive cannot start ({exc}): make a first commit in this git "
+                        "repository (`git add -A && git commit -m init`), then rerun") from exc
+
+
+def summarize_history(history: dict[str, list[float]]) -> dict:
+    """Best epoch (lowest val_loss, 1-based) and its metrics, plus the number of epochs run."""
+    val_loss = history["val_loss"]
+    best = int(np.argmin(val_loss))
+    out = {"epochs_run": len(val_loss), "best_epoch": best + 1}
+    for name, values in history.items():
+        key = f"best_val_{name[4:]}" if name.startswith("val_") else f"best_train_{name}"
+        out[key] = float(values[best])
+    return out

@@ -1,0 +1,234 @@
+"""tf.data input pipeline: decode and resize once, batch, augment (training only), prefetch.
+
+Images are decoded as 3-channel RGB (grayscale and palette expanded, alpha dropped, GIF first
+frame), resized to a square ``image_size`` with antialiased bilinear filtering and rounded to
+uint8. Rows with a content hash (``keys``: the manifest's sha256) are decoded once into the
+:class:`DecodedCache` on disk and read back from there by every later epoch, stage and fold.
+Batches reach the model as float32 raw pixels in [0, 255]; the model does its own
+``preprocess_input``. Training augmentation composes rotation, shift, shear, zoom and flips
+into one affine matrix per image and warps each image once (ImageDataGenerator semantics).
+Evaluation datasets are never shuffled and keep the last partial batch, so predictions line
+up with the manifest rows one to one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from unfreeze.config.params import AugmentParams
+from unfreeze.io import write_atomic
+from unfreeze.training.distribute import batch_sizes
+
+AUTOTUNE = tf.data.AUTOTUNE
+CACHE_ENV = "UNFREEZE_CACHE_DIR"
+DEFAULT_CACHE_DIR = ".unfreeze/cache"
+
+
+def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read one file and return a (size, size, 3) uint8 image."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def read_decoded(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Read one :class:`DecodedCache` file back as a (size, size, 3) uint8 image."""
+    raw = tf.io.decode_raw(tf.io.read_file(path), tf.uint8)
+    return tf.broadcast_to(tf.reshape(raw, [image_size, image_size, -1]),
+                           [image_size, image_size, 3])  # 1-channel files hold gray images
+
+
+class DecodedCache:
+    """Decoded, resized images as raw uint8 files named by content hash and size.
+
+    ``<root>/<size>px/<sha[:2]>/<sha>.u8`` holds ``size*size`` bytes for a gray image (all
+    channels equal) or ``size*size*3`` for a colour one. The name is the image's content, so
+    the cache never goes stale, identical images share one file, and concurrent writers (CV
+    folds) write the same bytes; every file is written atomically.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def file(self, key: str, image_size: int) -> Path:
+        return self.root / f"{image_size}px" / key[:2] / f"{key}.u8"
+
+    def fill(self, paths: Sequence[str], keys: Sequence[str], image_size: int) -> list[str]:
+        """Decode the images not cached yet; return the cache file of every row, in order."""
+        if len(keys) != len(paths):
+            raise ValueError(f"{len(keys)} keys for {len(paths)} paths")
+        files = [self.file(key, image_size) for key in keys]
+        sizes = (image_size * image_size, image_size * image_size * 3)
+        missing: dict[Path, str] = {}
+        for path, file in zip(paths, files, strict=True):
+            if file not in missing and not (file.is_file() and file.stat().st_size in sizes):
+                missing[file] = path
+        if missing:
+            decoded = tf.data.Dataset.from_tensor_slices(list(missing.values())).map(
+                lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
+                deterministic=True).prefetch(AUTOTUNE)
+            for file, image in zip(missing, decoded.as_numpy_iterator(), strict=True):
+                gray = bool((image == image[..., :1]).all())
+                data = (image[..., :1] if gray else image).tobytes()
+                write_atomic(file, lambda tmp, data=data: tmp.write_bytes(data))
+            print(f"decoded cache: {len(missing)} new of {len(set(files))} images at "
+                  f"{image_size}px in {self.root}", flush=True)
+        return [str(file) for file in files]
+
+
+def default_cache() -> DecodedCache | None:
+    """The cache under ``$UNFREEZE_CACHE_DIR`` (default ``.unfreeze/cache``); "" turns it off."""
+    root = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
+    return DecodedCache(root) if root else None
+
+
+def random_transforms(seed: tf.Tensor, n: tf.Tensor, height: int, width: int,
+                      params: AugmentParams) -> tf.Tensor:
+    """``(n, 8)`` projective transforms: one ImageDataGenerator draw per image, composed.
+
+    Output pixel (x, y) samples the input at ``M @ (x, y, 1)`` with, as ImageDataGenerator,
+    ``M = center · rotation · shift · shear · zoom · uncenter``, followed by the flips. Shifts
+    follow their names: ``width_shift`` moves along x, ``height_shift`` along y.
+    """
+    u = tf.random.stateless_uniform([n, 8], seed=seed, dtype=tf.float32)
+
+    def sym(column: int, limit: float) -> tf.Tensor:
+        return (2.0 * u[:, column] - 1.0) * limit
+
+    one = tf.ones([n])
+    return affine_transforms(
+        theta=sym(0, math.radians(params.rotation)),
+        tx=sym(1, params.width_shift * width), ty=sym(2, params.height_shift * height),
+        shear=sym(3, math.radians(params.shear)),
+        zx=1.0 + sym(4, params.zoom), zy=1.0 + sym(5, params.zoom),
+        flip_x=tf.where(u[:, 6] < 0.5, -one, one) if params.horizontal_flip else one,
+        flip_y=tf.where(u[:, 7] < 0.5, -one, one) if params.vertical_flip else one,
+        height=height, width=width)
+
+
+def affine_transforms(theta: tf.Tensor, tx: tf.Tensor, ty: tf.Tensor, shear: tf.Tensor,
+                      zx: tf.Tensor, zy: tf.Tensor, flip_x: tf.Tensor, flip_y: tf.Tensor,
+                      height: int, width: int) -> tf.Tensor:
+    """``(n, 8)`` transforms from per-image angles (radians), shifts (pixels), zooms, flips (±1)."""
+    one, zero = tf.ones_like(theta), tf.zeros_like(theta)
+
+    def matrix(rows: list[list[tf.Tensor]]) -> tf.Tensor:
+        return tf.stack([tf.stack(row, axis=-1) for row in rows], axis=-2)  # (n, 3, 3)
+
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    center = matrix([[one, zero, cx * one], [zero, one, cy * one], [zero, zero, one]])
+    uncenter = matrix([[one, zero, -cx * one], [zero, one, -cy * one], [zero, zero, one]])
+    parts = [
+        center,
+        matrix([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta), zero],
+                [zero, zero, one]]),
+        matrix([[one, zero, tx], [zero, one, ty], [zero, zero, one]]),
+        matrix([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]]),
+        matrix([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]]),
+        uncenter,
+        # flips act on the output, after the warp: x -> width-1-x is center·(-1)·uncenter
+        center,
+        matrix([[flip_x, zero, zero], [zero, flip_y, zero], [zero, zero, one]]),
+        uncenter,
+    ]
+    m = parts[0]
+    for part in parts[1:]:
+        m = tf.linalg.matmul(m, part)
+    return tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros_like(m[:, 0, :2])], axis=1)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
+    """Warp each float image of a batch once by its own random transform (bilinear)."""
+    height, width = images.shape[1], images.shape[2]
+    return warp(images, random_transforms(seed, tf.shape(images)[0], height, width, params),
+                params.fill_mode)
+
+
+def warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str) -> tf.Tensor:
+    """Bilinear projective warp of a float batch, one transform per image."""
+    height, width = images.shape[1], images.shape[2]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=[height, width],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode.upper())
+
+
+def augments(params: AugmentParams | None) -> bool:
+    """Whether ``params`` changes images at all (an all-zero section means no augmentation)."""
+    return params is not None and bool(
+        params.rotation or params.width_shift or params.height_shift or params.shear
+        or params.zoom or params.horizontal_flip or params.vertical_flip)
+
+
+def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None,
+                 image_size: int, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 augment: AugmentParams | None = None, keys: Sequence[str] | None = None,
+                 cache: DecodedCache | None = None, replicas: int = 1) -> tf.data.Dataset:
+    """Batches of ``(images, labels)`` (or images alone when ``labels`` is None).
+
+    With ``keys`` (content hashes of ``paths``), images come from ``cache`` (default:
+    :func:`default_cache`), decoded there first if needed. ``shuffle`` reshuffles every epoch;
+    ``augment`` draws new transforms every epoch. No sample is dropped: the last batch may be
+    smaller, but never smaller than ``replicas`` (the replicas of the strategy that consumes
+    the batches; see :func:`~unfreeze.training.distribute.batch_sizes`).
+    """
+    cache = cache or (default_cache() if keys is not None else None)
+    if keys is not None and cache is not None:
+        sources, load_one = cache.fill(paths, keys, image_size), read_decoded
+    else:
+        sources, load_one = list(paths), decode_resize
+    ds = tf.data.Dataset.from_tensor_slices(sources)
+    if labels is not None:
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(
+            np.asarray(labels, dtype=np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
+
+    augmenting = augments(augment)
+
+    def load(path, *label):
+        return (load_one(path, image_size), *label)  # always a tuple, labels or not
+
+    def finish(batch, seed_pair):
+        images = tf.cast(batch[0], tf.float32)
+        if augmenting:
+            images = augment_batch(images, seed_pair, augment)
+        return (images, *batch[1:]) if len(batch) > 1 else images
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    sizes = batch_sizes(len(sources), batch_size, replicas)
+    if sizes != batch_sizes(len(sources), batch_size):  # no tiny last batch for a strategy
+        ds = ds.rebatch(sizes).apply(tf.data.experimental.assert_cardinality(len(sizes)))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
+                                            deterministic=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def decode_files(paths: Sequence[str], image_size: int) -> tuple[list[int], np.ndarray]:
+    """Decode and resize ``paths`` exactly as training does, each file once.
+
+    Returns the indices of the files that decoded, in order, and their ``(n, S, S, 3)`` uint8
+    images. A file TensorFlow cannot decode is left out rather than failing the others.
+    """
+    rows = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    ds = rows.map(lambda i, p: (i, decode_resize(p, image_size)), num_parallel_calls=AUTOTUNE,
+                  deterministic=True).ignore_errors()
+    decoded = list(ds.as_numpy_iterator())
+    images = (np.stack([image for _, image in decoded]) if decoded
+              else np.zeros((0, image_size, image_size, 3), np.uint8))
+    return [int(i) for i, _ in decoded], images
+
+
+def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+    """Decode a few images into one float32 array (tests, predict on small inputs)."""
+    ds = make_dataset(paths, None, image_size, batch_size=max(1, len(paths)))
+    return np.concatenate([batch.numpy() for batch in ds]) if paths else np.zeros(
+        (0, image_size, image_size, 3), np.float32)

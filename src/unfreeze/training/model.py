@@ -1,0 +1,175 @@
+"""InceptionV3 base + classification head; weights resolution; unfreezing for phase two;
+optimizer, compile and precision policy.
+
+The saved model takes raw pixels (0–255, RGB): InceptionV3's ``preprocess_input`` (scale to
+[-1, 1]) is a ``Rescaling`` layer inside the model, and the base is always called with
+``training=False`` so its BatchNormalization layers stay in inference mode in both phases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from unfreeze.config.errors import ParamsError, WeightsError
+from unfreeze.config.params import INCEPTION_BLOCKS, ModelParams, PhaseParams
+
+BASE_NAME = "inception_v3"
+PREPROCESS = "preprocess"
+# The head's layers, in order; the one definition (feature caching and Grad-CAM call them)
+POOL, DROPOUT, HIDDEN, OUTPUT = "pool", "dropout", "hidden", "predictions"
+HEAD_LAYERS = (POOL, DROPOUT, HIDDEN, OUTPUT)
+WEIGHT_OPTIONS = (
+    "set model.weights to one of: `imagenet` (downloaded once by Keras into $KERAS_HOME, needs "
+    "network), a path to a local InceptionV3 no-top weights file "
+    "(inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5, for air-gapped machines), or "
+    "`null` (random initialisation: tests and offline demos)"
+)
+
+
+def build_base(image_size: int, weights: str | None) -> keras.Model:
+    """InceptionV3 without its top, with ``weights`` resolved (fails fast, never falls back)."""
+    shape = (image_size, image_size, 3)
+    if weights is None:
+        return keras.applications.InceptionV3(include_top=False, weights=None, input_shape=shape)
+    if weights == "imagenet":
+        try:
+            return keras.applications.InceptionV3(include_top=False, weights="imagenet",
+                                                  input_shape=shape)
+        except Exception as exc:  # Keras raises a bare Exception on a failed fetch
+            raise WeightsError(
+                f"model.weights: could not download or verify the ImageNet weights ({exc}). "
+                + WEIGHT_OPTIONS
+            ) from exc
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"model.weights: file {weights!r} does not exist. " + WEIGHT_OPTIONS)
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=shape)
+    try:
+        base.load_weights(str(path))
+    except (OSError, ValueError, KeyError) as exc:  # not an HDF5 file, or other layers
+        raise WeightsError(
+            f"model.weights: {weights!r} is not an InceptionV3 no-top weights file ({exc}). "
+            + WEIGHT_OPTIONS
+        ) from exc
+    return base
+
+
+def build(params: ModelParams, n_classes: int) -> keras.Model:
+    """The full model: raw pixels → preprocess → frozen base (training=False) → head.
+
+    Head: GlobalAveragePooling2D → Dropout → Dense(hidden, relu) → Dense(n_classes, softmax).
+    """
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    base = build_base(params.image_size, params.weights)
+    base.trainable = False
+    inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=PREPROCESS)(inputs)
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name=POOL)(x)
+    x = layers.Dropout(params.dropout, name=DROPOUT)(x)
+    x = layers.Dense(params.hidden_units, activation="relu", name=HIDDEN)(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT)(x)
+    return keras.Model(inputs, outputs, name="unfreeze_inception_v3")
+
+
+def base_of(model: keras.Model) -> keras.Model:
+    """The nested InceptionV3 base of a model built by :func:`build`."""
+    return model.get_layer(BASE_NAME)
+
+
+def block_start(base: keras.Model, block: str) -> int:
+    """Index of the first layer of inception block ``block`` (e.g. ``mixed9``) in ``base``."""
+    names = [layer.name for layer in base.layers]
+    if block not in INCEPTION_BLOCKS or block not in names:
+        raise ParamsError(
+            f"finetune.unfreeze_from: unknown block {block!r}; valid blocks: "
+            f"{', '.join(INCEPTION_BLOCKS)} (or a number of top layers)"
+        )
+    k = INCEPTION_BLOCKS.index(block)
+    if k > 0:
+        return names.index(INCEPTION_BLOCKS[k - 1]) + 1
+    # mixed0 starts right after the stem, whose last layer is the second max-pooling layer
+    pools = [i for i, layer in enumerate(base.layers[: names.index(block)])
+             if isinstance(layer, layers.MaxPooling2D)]
+    return pools[-1] + 1
+
+
+def unfreeze_start(base: keras.Model, unfreeze_from: str | int) -> int:
+    """Index of the first base layer that phase two trains (a block start or top N layers)."""
+    if isinstance(unfreeze_from, int):
+        if not 1 <= unfreeze_from <= len(base.layers):
+            raise ParamsError(f"finetune.unfreeze_from: {unfreeze_from} layers requested, the "
+                             f"base has {len(base.layers)}")
+        return len(base.layers) - unfreeze_from
+    return block_start(base, unfreeze_from)
+
+
+def unfreeze(model: keras.Model, unfreeze_from: str | int) -> int:
+    """Make the base trainable from a block name or for its top N layers; BatchNorm stays frozen.
+
+    Returns the number of base layers that hold trainable weights afterwards.
+    """
+    base = base_of(model)
+    start = unfreeze_start(base, unfreeze_from)
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
+    return sum(1 for layer in base.layers if layer.trainable and layer.weights)
+
+
+def make_optimizer(params: PhaseParams) -> keras.optimizers.Optimizer:
+    """The phase's optimizer at its learning rate (SGD with Nesterov-free momentum 0.9)."""
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(params.learning_rate, momentum=0.9)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(params.learning_rate)
+    return keras.optimizers.Adam(params.learning_rate)
+
+
+def compile_for(model: keras.Model, params: PhaseParams,
+                jit_compile: bool | str = "auto") -> None:
+    """Compile for one phase; ``jit_compile``: XLA on, off, or Keras' ``auto``."""
+    model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto``: float32 on CPU; mixed_bfloat16 on GPUs >= 8.0, mixed_float16 on 7.x."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get(
+        "compute_capability", (0, 0))
+    return ("mixed_bfloat16" if capability >= (8, 0)
+            else "mixed_float16" if capability >= (7, 0) else "float32")
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Build layers under dtype ``policy`` (see :func:`set_precision`), then restore."""
+    previous = keras.mixed_precision.global_policy().name
+    set_precision(policy)
+    try:
+        yield
+    finally:
+        set_precision(previous)
+
+
+def set_precision(policy: str) -> None:
+    """Set Keras' global dtype policy (``float32``, ``mixed_bfloat16``, ``mixed_float16``).
+
+    Layers built afterwards compute in the policy's dtype and keep float32 variables; the
+    output layer stays float32 (see :func:`build`), and Keras scales the loss under
+    ``mixed_float16``. Saved models carry their layers' policies.
+    """
+    keras.mixed_precision.set_global_policy(policy)

@@ -1,0 +1,124 @@
+"""The two-phase fine-tuning recipe, readable in a few lines.
+
+Phase one (``head``): build InceptionV3 + new head, base frozen, train the head.
+Phase two (``finetune``): unfreeze the top blocks (BatchNorm stays frozen and in inference
+mode), recompile at the lower learning rate, train again.
+Both the main stages (:func:`train_head`, :func:`train_finetune`) and cross-validation folds
+call these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from unfreeze.config.params import Params
+from unfreeze.dataset.rows import TrainingData, load_splits, training_rows
+from unfreeze.training import distribute
+from unfreeze.training import model as model_lib
+from unfreeze.training.artifacts import (
+    MODEL_FILE,
+    check_classes_match,
+    load_model,
+    phase_meta,
+    read_meta,
+    save_model,
+)
+from unfreeze.training.backup import Backup
+from unfreeze.training.fit import fit_phase
+
+HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head", "train")
+FINETUNE_SECTIONS = (*HEAD_SECTIONS, "finetune")
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and TensorFlow; with ``deterministic``, also make TF ops repeatable.
+
+    Op determinism is process-wide and cannot be turned off again; it costs speed (some
+    kernels run single-threaded) and is what makes two runs give bit-identical weights.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def phase_one(params: Params, data: TrainingData, report_dir: Path,
+              backup: Backup | None = None) -> tuple[keras.Model, dict]:
+    """Train a new head on the frozen base; return the full model and the phase summary.
+
+    Everything runs in the scope of ``train.strategy`` (:mod:`unfreeze.training.distribute`).
+    """
+    with distribute.scope(params.train.strategy):
+        seed_everything(params.seed, params.deterministic)
+        with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
+            model = model_lib.build(params.model, len(data.classes))
+        model_lib.compile_for(model, params.head, params.train.xla)
+        summary = fit_phase(model, data, params.head, params.augment,
+                                  params.model.image_size, params.seed, report_dir, backup)
+    return model, summary
+
+
+def load_for_training(params: Params, path: Path) -> keras.Model:
+    """Load a saved phase-one model in the scope of ``train.strategy``, ready for phase two."""
+    with distribute.scope(params.train.strategy):
+        return load_model(path)
+
+
+def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir: Path,
+              backup: Backup | None = None) -> tuple[keras.Model, dict]:
+    """Unfreeze from ``finetune.unfreeze_from`` and train at ``finetune.learning_rate``.
+
+    ``model`` comes from :func:`phase_one` or :func:`load_for_training` (the same strategy).
+    """
+    with distribute.scope(params.train.strategy):
+        seed_everything(params.seed + 1, params.deterministic)
+        n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
+        model_lib.compile_for(model, params.finetune, params.train.xla)
+        image_size = model.input_shape[1]
+        summary = fit_phase(model, data, params.finetune, params.augment, image_size,
+                            params.seed + 1, report_dir, backup,
+                            unfreeze_from=params.finetune.unfreeze_from)
+    summary["unfrozen_layers_with_weights"] = n_unfrozen
+    return model, summary
+
+
+def train_head(params: Params, splits: Path, model_dir: Path, report_dir: Path,
+               backup_dir: Path | None = None) -> dict:
+    """The `head` stage: phase one on a splits table's train/val rows, saved to
+    ``model_dir``; a backup in ``backup_dir`` resumes a killed run. Returns the summary."""
+    table, root, source = load_splits(splits)
+    data = training_rows(table, root)
+    backup = (Backup.for_phase(backup_dir, params, HEAD_SECTIONS, (splits,))
+              if backup_dir else None)
+    model, summary = phase_one(params, data, report_dir, backup)
+    meta = phase_meta(data.classes, params.model.image_size, source, "head", params.head,
+                      summary)
+    _save(model, model_dir, meta, backup)
+    return summary
+
+
+def train_finetune(params: Params, splits: Path, head_dir: Path, model_dir: Path,
+                   report_dir: Path, backup_dir: Path | None = None) -> dict:
+    """The `finetune` stage: phase two from the saved phase-one model in ``head_dir``."""
+    head_meta = read_meta(head_dir)
+    table, root, source = load_splits(splits)
+    data = training_rows(table, root)
+    check_classes_match(head_meta["classes"], data.classes, head_dir)
+    model = load_for_training(params, head_dir / MODEL_FILE)
+    backup = (Backup.for_phase(backup_dir, params, FINETUNE_SECTIONS,
+                               (splits, head_dir / MODEL_FILE)) if backup_dir else None)
+    model, summary = phase_two(params, model, data, report_dir, backup)
+    meta = phase_meta(data.classes, head_meta["image_size"], source, "finetune",
+                      params.finetune, summary)
+    _save(model, model_dir, meta, backup)
+    return summary
+
+
+def _save(model: keras.Model, model_dir: Path, meta: dict, backup: Backup | None) -> None:
+    """Save the phase's model; only then clear its backup (a kill in between loses nothing)."""
+    save_model(model, model_dir, meta)
+    if backup:
+        backup.clear()

@@ -1,0 +1,34 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from unfreeze.config.errors import DataError
+from unfreeze.dataset import rows as data
+from unfreeze.dataset.sources import resolve_root
+
+
+def test_resolve_root_finds_the_demo_package_and_names_a_missing_folder(tmp_path):
+    assert (resolve_root("elpv") / "labels.csv").is_file()
+    assert resolve_root(".", cwd=tmp_path) == tmp_path.resolve()
+    with pytest.raises(DataError, match=r"data.source: folder 'nowhere' does not exist"):
+        resolve_root("nowhere", cwd=tmp_path)
+
+
+def test_ok_rows_keeps_usable_images_only():
+    t = pa.table({"path": ["a", "b"], "status": ["ok", "rejected"]})
+    assert data.ok_rows(t)["path"].to_pylist() == ["a"]
+
+
+def test_iter_paths_refuses_paths_outside_the_root(tmp_path):
+    assert list(data.iter_paths(tmp_path, ["a/b.png"])) == [str(tmp_path.resolve() / "a/b.png")]
+    for bad in ("../x.png", "/etc/passwd"):
+        with pytest.raises(DataError, match="outside the data root"):
+            list(data.iter_paths(tmp_path, [bad]))
+
+
+def test_load_splits_needs_a_recorded_source(tmp_path):
+    pq.write_table(pa.table({"path": ["a"]}), tmp_path / "s.parquet")
+    with pytest.raises(DataError, match="no data source recorded"):
+        data.load_splits(tmp_path / "s.parquet")
+
+

@@ -1,0 +1,53 @@
+import json
+
+import pyarrow.parquet as pq
+
+from unfreeze.ops import promote
+
+
+def model_dir(tmp_path, name: str, content: bytes, **metrics):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "model.keras").write_bytes(content)
+    (d / "meta.json").write_text('{"classes": ["a", "b"]}')
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def test_first_promotes_worse_is_rejected_better_promoted_same_is_unchanged(tmp_path):
+    prod = tmp_path / "production"
+    first = model_dir(tmp_path, "m1", b"one", roc_auc=0.80)
+    d1 = promote.promote(first, first / "metrics.json", prod, "roc_auc", 0.0)
+    assert d1.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"one"
+    release1 = (prod / "current").resolve()
+
+    worse = model_dir(tmp_path, "m2", b"two", roc_auc=0.70)
+    d2 = promote.promote(worse, worse / "metrics.json", prod, "roc_auc", 0.0)
+    assert d2.decision == "rejected" and "does not beat" in d2.reason
+    assert (prod / "current").resolve() == release1
+    assert (prod / "current/model.keras").read_bytes() == b"one"
+
+    slightly = model_dir(tmp_path, "m3", b"three", roc_auc=0.805)
+    d3 = promote.promote(slightly, slightly / "metrics.json", prod, "roc_auc", 0.01)
+    assert d3.decision == "rejected"  # not by more than min_improvement
+
+    better = model_dir(tmp_path, "m4", b"four", roc_auc=0.90)
+    d4 = promote.promote(better, better / "metrics.json", prod, "roc_auc", 0.01)
+    assert d4.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"four"
+    published = json.loads((prod / "current/metrics.json").read_text())
+    assert published["roc_auc"] == 0.90 and published["model_sha256"] == d4.model_sha256
+
+    again = promote.promote(better, better / "metrics.json", prod, "roc_auc", 0.0)
+    assert again.decision == "unchanged"
+
+    rows = pq.read_table(prod / "history.parquet").to_pylist()
+    assert [r["decision"] for r in rows] == ["promoted", "rejected", "rejected", "promoted",
+                                             "unchanged"]
+    assert rows[1]["new_value"] == 0.70 and rows[1]["current_value"] == 0.80
+    assert sorted(p.name.startswith(".") for p in (prod / "releases").iterdir()) == [False, False]
+
+
+def test_a_model_without_the_metric_is_rejected(tmp_path):
+    m = model_dir(tmp_path, "m", b"x", accuracy=0.9)
+    d = promote.promote(m, m / "metrics.json", tmp_path / "prod", "roc_auc", 0.0)
+    assert d.decision == "rejected" and not (tmp_path / "prod/current").exists()
