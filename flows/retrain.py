@@ -1,6 +1,6 @@
 """Run the retrain flow once: ``python flows/retrain.py [PROJECT]`` (same as ``unfreeze retrain``).
 
-The flow itself lives in ``src/unfreeze/retrain.py`` so that served deployments can import it
+The flow itself lives in ``src/unfreeze/ops/retrain.py`` so that served deployments can import it
 by module path; this file only sets the quiet-offline defaults and calls it.
 """
 

@@ -20,8 +20,8 @@ from PIL import Image
 from unfreeze.runtime import RAW_STDERR_ENV, child_env, quiet_environment
 
 quiet_environment()
-# In-process CLI calls must not reroute pytest's own stderr; subprocesses get the real filter
-# (tests/test_runtime.py) unless a test sets this too.
+# In-process stage and CLI calls leave pytest's own stderr alone; the processes the tests
+# start (dvc repro, stages) filter it as users' do: project_env() drops this again.
 os.environ.setdefault(RAW_STDERR_ENV, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,7 @@ def image_folder(tmp_path: Path) -> Path:
 def project_env(project: Path) -> dict[str, str]:
     """Environment for commands run in a project copy: its own src, this venv, quiet."""
     env = child_env()
+    env.pop(RAW_STDERR_ENV, None)
     env["PYTHONPATH"] = str(project / "src")
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")

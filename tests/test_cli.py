@@ -1,7 +1,11 @@
+import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from unfreeze.cli import main
 
@@ -63,3 +67,48 @@ def test_summary_lists_each_stage_and_the_decision():
         "  prepare      ran              1.2 s",
         "  split        up to date       0.5 s",
         "promotion: promoted — no model was promoted before"]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny model folder as unfreeze saves it (model.keras + meta.json, no operating point)."""
+    from unfreeze.config.params import HeadParams, ModelParams
+    from unfreeze.training.artifacts import phase_meta, save_model
+    from unfreeze.training.model import build
+
+    folder = tmp_path_factory.mktemp("model")
+    model = build(ModelParams(image_size=75, weights=None, hidden_units=4), 2)
+    save_model(model, folder, phase_meta(["cat", "dog"], 75, "x", "head", HeadParams(), {}))
+    return folder
+
+
+def test_predict_and_explain_name_bad_outputs_unusable_files_and_bad_models(
+        saved_model, image_folder, tmp_path, capsys, eager):
+    good = str(image_folder / "cat/cat_000.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    model = str(saved_model)
+    assert main(["predict", "--model", model, good, "--out", str(tmp_path / "p.txt")]) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", model, good, str(broken), "--out", str(out),
+                 "--no-progress"]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["broken.png"]["error"].startswith("cannot decode image")
+    assert float(rows["cat_000.png"]["prob_cat"]) + float(rows["cat_000.png"]["prob_dog"]) \
+        == pytest.approx(1.0, abs=1e-5)
+    assert "no operating point" in capsys.readouterr().err
+
+    assert main(["explain", "--model", model, str(broken), "--out", str(tmp_path / "e.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no readable image to explain" in err and "broken.png: cannot decode" in err
+    assert main(["explain", "--model", model, good, str(broken), "--out",
+                 str(tmp_path / "e.png")]) == 0
+    assert f"skipped {broken}: cannot decode" in capsys.readouterr().err
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(saved_model, bad)
+    (bad / "meta.json").write_text("{")
+    assert main(["predict", "--model", str(bad), good, "--out", str(out)]) == 2
+    assert "is not a meta.json written by unfreeze" in capsys.readouterr().err

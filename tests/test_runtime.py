@@ -68,12 +68,15 @@ FILTERED = textwrap.dedent("""
     warnings.warn("a real Python warning")
     sys.stderr.write("\\rprogress 50%")
     sys.stderr.flush()
-    print("stdout is untouched")
+    print("stdout is untouched", flush=True)
+    if sys.argv[2:] == ["crash"]:
+        os.write(2, b"\\nthe last words before a crash\\n")
+        os.abort()
 """)
 
 
-def run_filtered(mode: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", FILTERED, mode], env=user_env() | env,
+def run_filtered(mode: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FILTERED, mode, *args], env=user_env() | env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -85,11 +88,21 @@ def test_the_filter_drops_known_notices_and_keeps_everything_else():
     assert not any(n in proc.stderr for n in NOISE), proc.stderr
 
 
+def test_a_crash_loses_nothing_written_before_it():
+    """The filter is a process of its own: it passes on what a crashing process wrote."""
+    proc = run_filtered("no-gpu", "crash")
+    assert proc.returncode < 0  # killed by SIGABRT
+    assert proc.stderr.rstrip().endswith("the last words before a crash")
+    assert "a real native error" in proc.stderr and "cuInit" not in proc.stderr
+
+
 def test_cuda_lines_are_kept_on_a_gpu_machine_and_everything_when_asked():
     gpu = run_filtered("gpu")
     assert "failed call to cuInit" in gpu.stderr and "absl::InitializeLog" not in gpu.stderr
     raw = run_filtered("no-gpu", **{runtime.RAW_STDERR_ENV: "1"})
     assert all(n in raw.stderr for n in NOISE[:3])
+    debugging = run_filtered("no-gpu", TF_CPP_MIN_LOG_LEVEL="0")  # TF's own logs turned up
+    assert all(n in debugging.stderr for n in NOISE[:3])
 
 
 @pytest.mark.parametrize("error", [ParamsError, DataError, WeightsError, ExportError,
@@ -112,8 +125,28 @@ def test_a_bug_is_not_a_user_error():
 
 
 def test_child_processes_get_the_quiet_defaults_and_this_python_first():
-    env = runtime.child_env({"PATH": "/usr/bin", "DVC_NO_ANALYTICS": "0"})
+    env = runtime.child_env({"PATH": "/usr/bin", "DVC_NO_ANALYTICS": "0",
+                             "TF_CPP_MIN_LOG_LEVEL": "1"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
-    assert env["DVC_NO_ANALYTICS"] == "0"  # a setting of the user's is kept
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "1"  # a setting of the user's is kept …
+    assert env["DVC_NO_ANALYTICS"] == "1"  # … but analytics stay off
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert set(runtime.QUIET_ENV) <= set(env)
+
+
+def test_stage_cli_loads_params_names_the_stage_and_takes_optional_paths(tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 7\n")
+    seen: dict = {}
+    fold = ("--fold", {"type": int, "required": True, "help": "fold"})
+    assert runtime.stage_cli("cv@{fold}", "doc", [fold, "--backup-dir"], lambda a: seen.update(
+        vars(a)), ["--fold", "3"]) == 0
+    assert seen["params"].seed == 7 and seen["fold"] == 3 and seen["backup_dir"] is None
+    (tmp_path / "params.yaml").write_text("seed: seven\n")
+    assert runtime.stage_cli("cv@{fold}", "doc", [fold], print, ["--fold", "3"]) == 2
+    assert capsys.readouterr().err.startswith("cv@3: error: params.yaml: params: `seed` must")
+    seen.clear()
+    assert runtime.stage_cli("report", "doc", [("--out", "output")], lambda a: seen.update(
+        vars(a)), ["--out", "o.html"], params=False) == 0
+    assert seen == {"out": "o.html"}  # no params read: an invalid params.yaml does not matter

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "check":  # check never imports TensorFlow or Prefect
         quiet_environment()
+    if args.command in ("predict", "explain"):  # the commands that import TensorFlow here
         filter_native_stderr()
     handler = {"check": _check, "retrain": _retrain, "serve": _serve, "report": _report,
                "predict": _predict, "explain": _explain, "deploy-folds": _scaleout,
@@ -148,8 +149,9 @@ def _output(out: str, suffixes: tuple[str, ...]) -> Path:
 
 def _predict(args: argparse.Namespace) -> int:
     """`predict`: a table with one row per input file."""
-    out = _output(args.out, (".parquet", ".csv"))
     from unfreeze.deploy import predict as pred
+
+    out = _output(args.out, pred.TABLE_SUFFIXES)
 
     files = pred.expand_inputs(args.inputs)
     saved = pred.load_saved(args.model)
@@ -181,6 +183,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    """`report`: reports/index.html from whatever stage reports exist."""
     from unfreeze.report import build_report, inputs_under
 
     print(build_report(inputs_under(Path(args.reports)), Path(args.out)))

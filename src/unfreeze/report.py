@@ -54,6 +54,7 @@ def image_tag(path: Path, alt: str) -> str:
 
 
 def missing(text: str) -> str:
+    """A note, in the page, that an input is missing and which stage writes it."""
     return f'<p class="missing">{html.escape(text)}</p>'
 
 
@@ -107,6 +108,7 @@ def plot_training(path: Path, phases: dict[str, dict[str, list[float]]]) -> Path
 
 
 def data_section(inputs: ReportInputs) -> str:
+    """Images found, usable, rejected; the split's counts per class."""
     out = ["<h2>Data</h2>"]
     data_file, split_file = inputs.prepare / "data.json", inputs.split / "split.json"
     if data_file.is_file():
@@ -129,6 +131,7 @@ def data_section(inputs: ReportInputs) -> str:
 
 
 def training_section(inputs: ReportInputs, scratch: Path) -> str:
+    """Both phases' loss and accuracy curves and their best epochs."""
     phases = {name: read_series(folder / "plots" / "metrics")
               for name, folder in (("head", inputs.head), ("finetune", inputs.finetune))}
     figure = plot_training(scratch / "training.png", phases)
@@ -148,6 +151,7 @@ def training_section(inputs: ReportInputs, scratch: Path) -> str:
 
 
 def test_section(inputs: ReportInputs) -> str:
+    """Test metrics at the operating point, every TTA × threshold setting, the figures."""
     folder = inputs.evaluate
     if not (folder / "metrics.json").is_file():
         return "<h2>Test set</h2>" + missing(f"{folder}/metrics.json not found (stage evaluate)")
@@ -177,6 +181,7 @@ def _number(value) -> str:
 
 
 def cv_section(inputs: ReportInputs) -> str:
+    """Cross-validation: mean, std and 95% CI per metric, and its figures."""
     folder = inputs.cv
     if not (folder / "metrics.json").is_file():
         return ("<h2>Cross-validation</h2>"
@@ -192,6 +197,7 @@ def cv_section(inputs: ReportInputs) -> str:
 
 
 def export_section(inputs: ReportInputs) -> str:
+    """The export stage's parity numbers."""
     file = inputs.export / "metrics.json"
     if not file.is_file():
         return "<h2>Export</h2>" + missing(f"{file} not found (stage export)")

@@ -1,14 +1,17 @@
-"""Process set-up for stage scripts and the CLI: a quiet environment, a filter for the native
-start-up lines TensorFlow prints on machines without a GPU, and the stage entry point."""
+"""Process set-up for stage scripts and the CLI: a quiet environment, a filter for the
+start-up notices TensorFlow's C++ runtime prints whatever its log level, and the stage entry
+point that turns a user error into one line and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import fcntl
 import os
 import re
+import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,8 +42,9 @@ NO_GPU_LINES = (
     r"E\d{4} .* cuda_platform\.cc:\d+\] failed call to cuInit",
     r"E\d{4} .* cuda_(dnn|fft|blas)\.cc:\d+\] Unable to register cu(DNN|FFT|BLAS) factory",
 )
+NO_TELEMETRY = ("DVC_NO_ANALYTICS", "PREFECT_SERVER_ANALYTICS_ENABLED")
 RAW_STDERR_ENV = "UNFREEZE_RAW_STDERR"  # "1": keep every start-up line (debugging)
-_filter: _NativeStderrFilter | None = None
+_filter: subprocess.Popen | None = None
 
 
 def quiet_environment() -> None:
@@ -50,10 +54,12 @@ def quiet_environment() -> None:
 
 
 def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for child processes (dvc, stages): :data:`QUIET_ENV` defaults, with this
-    interpreter's folder first on PATH (stages call ``python``)."""
+    """Environment for child processes (dvc, stages): :data:`QUIET_ENV` defaults, analytics
+    and telemetry always off (offline machines, private data), and this interpreter's
+    folder first on PATH (stages call ``python``)."""
     env = dict(os.environ if base is None else base)
     env.update({k: env.get(k, v) for k, v in QUIET_ENV.items()})
+    env.update({k: QUIET_ENV[k] for k in NO_TELEMETRY})
     bin_dir = str(Path(sys.executable).parent)
     if not env.get("PATH", "").startswith(bin_dir):
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -72,64 +78,79 @@ def noise_pattern(gpu: bool | None = None) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in lines))
 
 
-class _NativeStderrFilter:
-    """File descriptor 2 rerouted through a pipe; a thread copies it back minus noise lines.
-
-    Works for C++ writes too (they bypass ``sys.stderr``). Partial lines are passed on at once
-    unless they may be the start of a noise line, so progress bars still draw.
-    """
-
-    PREFIXES = ("WARNING: All log", "I0", "E0", "W0", "To enable the following")
-
-    def __init__(self, pattern: re.Pattern[str]) -> None:
-        self.pattern = pattern
-        self.saved = os.dup(2)
-        read, write = os.pipe()
-        self.read = read
-        os.dup2(write, 2)
-        os.close(write)
-        self.thread = threading.Thread(target=self._pump, name="stderr-filter", daemon=True)
-        self.thread.start()
-
-    def _keep(self, line: bytes) -> bool:
-        return not self.pattern.match(line.decode("utf-8", "replace").strip())
-
-    def _maybe_noise(self, partial: bytes) -> bool:
-        text = partial.decode("utf-8", "replace")
-        return any(p.startswith(text) or text.startswith(p) for p in self.PREFIXES)
-
-    def _pump(self) -> None:
-        pending = b""
-        while chunk := os.read(self.read, 65536):
-            pending += chunk
-            *lines, pending = re.split(rb"(?<=[\n\r])", pending)
-            out = b"".join(line for line in lines if self._keep(line))
-            if pending and not self._maybe_noise(pending):
-                out, pending = out + pending, b""
-            if out:
-                os.write(self.saved, out)
-        if pending and self._keep(pending):
-            os.write(self.saved, pending)
-        os.close(self.read)
-
-    def stop(self) -> None:
-        """Restore file descriptor 2 and pass on whatever is still in the pipe."""
-        sys.stderr.flush()
-        os.dup2(self.saved, 2)  # closes the pipe's last write end: the pump reads to EOF
-        self.thread.join(timeout=5)
+# The filter process: reads what this process writes to fd 2 (its stdin) and passes every
+# line on to the real stderr (its stdout) but the noise. It ignores SIGINT/SIGTERM (a Ctrl-C
+# to the process group must not cut the stderr of the processes it serves), never blocks a
+# writer (an unwritable stderr only discards), and ends at EOF: when every process that
+# inherited the pipe has exited or crashed, so nothing written before a crash is lost.
+_FILTER_PROCESS = r"""
+import os, re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+noise = re.compile(sys.argv[1])
+maybe = re.compile(r"(WARNING: All log|To enable the following|[IWE]\d{0,4}( |$))")
+def keep(line):
+    return not noise.match(line.decode("utf-8", "replace").strip())
+def write(data):
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(1, view):]
+        except OSError:
+            return
+pending = b""
+while chunk := os.read(0, 65536):
+    pending += chunk
+    *lines, pending = re.split(rb"(?<=[\n\r])", pending)
+    out = b"".join(line for line in lines if keep(line))
+    text = pending.decode("utf-8", "replace")
+    if pending and not (maybe.match(text) or "WARNING: All log".startswith(text)
+                        or "To enable the following".startswith(text)):
+        out, pending = out + pending, b""
+    write(out)
+if pending and keep(pending):
+    write(pending)
+"""
+PIPE_SIZE = 1 << 20  # bytes the pipe holds before a writer waits for the filter (Linux)
 
 
 def filter_native_stderr(gpu: bool | None = None) -> None:
     """Drop TensorFlow's known start-up notices from this process's stderr (once per process).
 
-    Real warnings and errors, Python's and C++'s, pass unchanged. Call before TensorFlow is
-    imported; the filter ends (and flushes) at interpreter exit. ``UNFREEZE_RAW_STDERR=1``
-    turns it off.
+    File descriptor 2 becomes a pipe to a small filter process, so C++ writes are filtered
+    too (they bypass ``sys.stderr``). Every other line, native or Python, passes unchanged,
+    and partial lines (progress bars) pass at once. Call before TensorFlow is imported.
+    Off with ``UNFREEZE_RAW_STDERR=1``, and when TensorFlow's own logging is turned up
+    (``TF_CPP_MIN_LOG_LEVEL=0`` or ``TF_CPP_MAX_VLOG_LEVEL``): someone is debugging.
     """
     global _filter
-    if _filter is None and os.environ.get(RAW_STDERR_ENV, "") in ("", "0"):
-        _filter = _NativeStderrFilter(noise_pattern(gpu))
-        atexit.register(_filter.stop)
+    debugging = (os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+                 or os.environ.get("TF_CPP_MAX_VLOG_LEVEL"))
+    if _filter is not None or debugging or os.environ.get(RAW_STDERR_ENV, "") not in ("", "0"):
+        return
+    read, write = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # a larger pipe where Linux allows
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    sys.stderr.flush()
+    real = os.dup(2)
+    _filter = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _FILTER_PROCESS, noise_pattern(gpu).pattern],
+        stdin=read, stdout=real, stderr=subprocess.DEVNULL, close_fds=True)
+    os.close(read)
+    os.dup2(write, 2)  # from here on, fd 2 of this process (and its children) is the pipe
+    os.close(write)
+    os.set_inheritable(real, False)
+    atexit.register(_end_filter, _filter, real)
+
+
+def _end_filter(process: subprocess.Popen, real: int) -> None:
+    """At a normal exit: give fd 2 back and let the filter pass on the rest first, so the
+    last lines come before whatever the parent prints next (a crash skips this; the filter
+    then ends on its own once the pipe closes)."""
+    sys.stderr.flush()
+    os.dup2(real, 2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=2)  # longer only while children still hold the pipe
 
 
 def stage_main(name: str, run: Callable[[], object]) -> int:

@@ -1,9 +1,11 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import splits_for
 
 from unfreeze.config.errors import DataError
 from unfreeze.dataset import rows as data
+from unfreeze.dataset.rows import training_rows
 from unfreeze.dataset.sources import resolve_root
 
 
@@ -32,3 +34,10 @@ def test_load_splits_needs_a_recorded_source(tmp_path):
         data.load_splits(tmp_path / "s.parquet")
 
 
+def test_training_rows_drop_the_test_split(image_folder):
+    table = splits_for(image_folder, test_paths=["cat/never_read.png"])
+    data = training_rows(table, image_folder)
+    assert data.classes == ["cat", "dog"]
+    assert len(data.train.paths) == 18 and len(data.val.paths) == 6
+    assert not any("never_read" in p for p in data.train.paths + data.val.paths)
+    assert sorted(set(data.train.labels.tolist())) == [0, 1]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from unfreeze.config.errors import ParamsError
 from unfreeze.evaluation import metrics as ev
 from unfreeze.evaluation import plots
 
@@ -62,3 +63,15 @@ def test_png_plots_are_written(tmp_path):
     assert sorted(p.name for p in written) == ["confusion.png", "pr.png", "roc.png"]
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_positive_class_rule_for_test_and_cv():
+    classes = ["a", "b"]
+    assert ev.positive_class(["a", "b", "b"], classes, None) == "a"  # the rarer class
+    assert ev.positive_class(["a", "b"], classes, None) == "b"  # a tie: the later class
+    assert ev.positive_class(["a", "a"], classes, "b") == "b"  # configured wins
+    assert ev.positive_class(["a", "b", "c"], ["a", "b", "c"], None) is None  # multi-class
+    with pytest.raises(ParamsError, match=r"evaluate.positive_class: 'z' is not one of"):
+        ev.positive_class(["a"], classes, "z")
+    assert ev.positive_index(np.array([0, 1, 1]), classes, None) == 0
+

@@ -10,7 +10,7 @@ from conftest import splits_for
 from unfreeze.config.params import AugmentParams, HeadParams, ModelParams, Params
 from unfreeze.dataset.rows import training_rows
 from unfreeze.training import artifacts, fit
-from unfreeze.training import backup as checkpoint
+from unfreeze.training import backup as backup_lib
 from unfreeze.training import model as model_lib
 from unfreeze.training.backup import Backup
 
@@ -48,7 +48,7 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     seen: list[int] = []  # epochs trained, in order, over all runs
     weights_after: dict[int, list[np.ndarray]] = {}
     stop_after: list[int] = [1]  # 0-based epoch after whose backup the "kill" happens
-    save = checkpoint.BackupCallback.on_epoch_end
+    save = backup_lib.BackupCallback.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         save(self, epoch, logs)
@@ -57,7 +57,7 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
         if stop_after and epoch == stop_after[0]:
             raise Interrupted
 
-    monkeypatch.setattr(checkpoint.BackupCallback, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(backup_lib.BackupCallback, "on_epoch_end", on_epoch_end)
     first = tiny_model(phase)
     before = np.array(first.get_layer("predictions").kernel)
     with pytest.raises(Interrupted):
@@ -70,7 +70,7 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     stop_after.clear()
     resumed_model = tiny_model(phase)
     summary = fit.fit_phase(resumed_model, data, phase, AugmentParams(), 75, 0,
-                              tmp_path / "report", backup)
+                            tmp_path / "report", backup)
     assert seen == [0, 1, 2, 3, 4]  # the second run trained epochs 3, 4 and 5 only
     assert summary["resumed_after_epoch"] == 2 and summary["epochs_run"] == 5
     assert summary["n_train"] == 18 and summary["n_val"] == 6
@@ -89,7 +89,7 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     # killed after training, while saving: the rerun trains nothing and gives the same model
     again = tiny_model(phase)
     summary_again = fit.fit_phase(again, data, phase, AugmentParams(), 75, 0,
-                                    tmp_path / "report", backup)
+                                  tmp_path / "report", backup)
     assert seen == [0, 1, 2, 3, 4] and summary_again["epochs_run"] == 5
     assert weights_equal(head_weights(again), head_weights(resumed_model))
 
@@ -123,7 +123,7 @@ def test_a_backup_of_other_params_or_data_is_discarded_with_the_reason(tmp_path)
     new = Backup.for_phase(tmp_path / "b", Params(head=HeadParams(epochs=3)), ("seed", "head"),
                            (splits,))
     logged: list[str] = []
-    assert checkpoint.restore(new, dense_model(), logged.append) is None
+    assert backup_lib.restore(new, dense_model(), logged.append) is None
     assert f"changed: file {splits.as_posix()}, params.head" in logged[0]
     assert "training this phase from epoch 1" in logged[0]
     assert not old.folder.exists()
@@ -133,18 +133,18 @@ def test_an_unreadable_backup_is_discarded_never_trusted(tmp_path):
     backup = Backup.for_phase(tmp_path / "b", Params(), ("seed",))
     write_state(backup.folder, backup.inputs, weights="epoch-1.weights.h5")  # file missing
     logged: list[str] = []
-    assert checkpoint.restore(backup, dense_model(), logged.append) is None
+    assert backup_lib.restore(backup, dense_model(), logged.append) is None
     assert "cannot be used" in logged[0] and not backup.folder.exists()
 
     backup.folder.mkdir()
     (backup.folder / "state.json").write_text('{"inputs": {"params.seed": 4')  # truncated
-    assert checkpoint.restore(backup, dense_model(), logged.append) is None
+    assert backup_lib.restore(backup, dense_model(), logged.append) is None
     assert "JSONDecodeError" in logged[1] and not backup.folder.exists()
 
     backup.folder.mkdir()
     (backup.folder / "epoch-1.weights.h5").write_bytes(b"\x89HDF\r\n half a file")  # cut
     write_state(backup.folder, backup.inputs)
-    assert checkpoint.restore(backup, dense_model(), logged.append) is None
+    assert backup_lib.restore(backup, dense_model(), logged.append) is None
     assert "cannot be used (" in logged[2] and not backup.folder.exists()
 
 
@@ -159,7 +159,7 @@ def test_a_bug_while_restoring_is_raised_and_the_backup_kept(tmp_path, monkeypat
 
     monkeypatch.setattr(model, "load_weights", bug)
     with pytest.raises(AttributeError, match="a bug"):
-        checkpoint.restore(backup, model, lambda _: None)
+        backup_lib.restore(backup, model, lambda _: None)
     assert (backup.folder / "state.json").is_file()
 
 
@@ -172,7 +172,7 @@ def test_a_matching_backup_restores_weights_and_optimizer_state(tmp_path):
     trained.save_weights(backup.folder / "epoch-2.weights.h5")
     write_state(backup.folder, backup.inputs, weights="epoch-2.weights.h5")
     fresh = dense_model()
-    resumed = checkpoint.restore(backup, fresh, lambda _: None)
+    resumed = backup_lib.restore(backup, fresh, lambda _: None)
     assert resumed is not None and resumed.epochs_done == 1
     assert weights_equal(fresh.get_weights(), trained.get_weights())
     assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 2

@@ -1,8 +1,8 @@
 """Train a tiny model with both phases of the recipe under a ``train.strategy``; print JSON.
 
-    python tests/train_tiny.py IMAGES STRATEGY BATCH_SIZE OUT_DIR
+    python tests/training/train_tiny.py IMAGES STRATEGY BATCH_SIZE OUT_DIR
 
-Run as its own process by tests/test_distribute.py: the strategy (and the CPU split from
+Run as its own process by tests/training/test_distribute.py: the strategy (and the CPU split from
 ``UNFREEZE_LOGICAL_CPUS``) must be set up before TensorFlow initialises. IMAGES holds
 ``cat/`` and ``dog/``: 8 + 8 train (even global batches), the rest val (9 with 12 + 13
 images: uneven last batches in feature extraction, validation and prediction). No dropout,

@@ -271,7 +271,7 @@ class RetrainParams:
 
     workers: int = 2  # stage tasks (CV folds) running at once
     stage_retries: int = 2  # retries of a stage that failed for a transient reason
-    metric: Literal[METRIC_NAMES] = "roc_auc"  # one of METRIC_NAMES
+    metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]  # one of the names
     min_improvement: float = 0.0  # the new test metric must beat the promoted one by more
     production_dir: str = "production"
     lock_timeout: float = 0.0  # seconds a second retrain of this working copy waits; 0 = refuse

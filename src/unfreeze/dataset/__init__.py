@@ -1,6 +1,7 @@
-"""From a data source to checked rows: sources (the ELPV demo package, class folders), the scan
-that checks every image (``prepare``), rows with safe absolute paths, the stratified and
-grouped train/val/test split, and cross-validation folds.
+"""From a data source to checked rows: ``sources`` (the ELPV demo package, class folders),
+``scan`` (every image checked: the ``prepare`` stage), ``rows`` (usable rows with safe
+absolute paths), ``splits`` (the stratified, grouped train/val/test split) and ``folds``
+(cross-validation folds of the non-test pool).
 
 Uses pyarrow, Pillow, NumPy and scikit-learn only: never TensorFlow, Keras or Prefect.
 """

@@ -70,17 +70,32 @@ def check_header(im: Image.Image, max_pixels: int) -> str:
     return ""
 
 
-def header_problem(path: str | Path, max_pixels: int = 100_000_000) -> str:
-    """Why a file is refused from its header alone (no pixel decoded), or "" if it is not."""
+def inspect_image(path: str | Path, max_pixels: int, decode: bool) -> tuple[str, dict]:
+    """Open ``path`` with Pillow: ``("", facts)`` when its header passes the rules (and, with
+    ``decode``, every pixel decodes), else ``(reason, facts known so far)``."""
+    facts: dict = {}
     try:
         with Image.open(path) as im:
-            return check_header(im, max_pixels)
+            facts = {"format": im.format or "", "mode": im.mode, "width": im.size[0],
+                     "height": im.size[1]}
+            refused = check_header(im, max_pixels)
+            if refused:
+                return refused, facts
+            facts["note"] = _note(im)
+            if decode:
+                im.load()
     except Image.DecompressionBombError as exc:
-        return f"refused before decoding: {exc}"
+        return f"refused before decoding: {exc}", facts
     except FileNotFoundError:
-        return "no such file"
+        return "no such file", facts
     except (OSError, SyntaxError, ValueError) as exc:
-        return f"cannot decode image: {exc}"
+        return f"cannot decode image: {exc}", facts
+    return "", facts
+
+
+def header_problem(path: str | Path, max_pixels: int = 100_000_000) -> str:
+    """Why a file is refused from its header alone (no pixel decoded), or "" if it is not."""
+    return inspect_image(path, max_pixels, decode=False)[0]
 
 
 def check_image(root: Path, candidate: Candidate, max_pixels: int = 100_000_000) -> Record:
@@ -102,21 +117,10 @@ def check_image(root: Path, candidate: Candidate, max_pixels: int = 100_000_000)
     hashed = {**empty, "sha256": digest}
     if not data:
         return Record(**base, **hashed, status="rejected", reason="empty file (0 bytes)")
-    try:
-        with Image.open(path) as im:
-            fmt, mode, (width, height) = im.format or "", im.mode, im.size
-            refused = check_header(im, max_pixels)
-            if refused:
-                return Record(**base, **hashed, status="rejected", reason=refused)
-            note = _note(im)
-            im.load()
-    except Image.DecompressionBombError as exc:
-        return Record(**base, **hashed, status="rejected",
-                      reason=f"refused before decoding: {exc}")
-    except (OSError, SyntaxError, ValueError) as exc:
-        return Record(**base, **hashed, status="rejected", reason=f"cannot decode image: {exc}")
-    return Record(**base, sha256=digest, width=width, height=height, mode=mode, format=fmt,
-                  status="ok", reason="", note=note)
+    reason, facts = inspect_image(path, max_pixels, decode=True)
+    if reason:
+        return Record(**base, **hashed, status="rejected", reason=reason)
+    return Record(**base, sha256=digest, status="ok", reason="", **facts)
 
 
 def _note(im: Image.Image) -> str:

@@ -74,6 +74,7 @@ def convert_tflite(savedmodel: Path, quantize: bool) -> bytes:
 
 
 def run_savedmodel(folder: Path, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities from the SavedModel's serving signature, in batches."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(folder)).signatures[SIGNATURE]

@@ -4,9 +4,10 @@ The model is a ``.keras`` file (or a folder holding ``model.keras``) with the ``
 that unfreeze saves beside it: class names and image size come from there, never from
 guesses. An exported model's meta also carries the operating point fitted on validation
 (temperature, binary threshold, TTA), which prediction applies. Each input is checked from
-its header (format, pixel count: the rules of ``prepare``) and then decoded once, by the same
-TensorFlow code as training; a file that fails either becomes a row with an ``error`` and no
-probabilities, and the rest are predicted in batches.
+its header (accepted format, at most ``DataParams.max_pixels`` pixels, as ``prepare`` checks
+headers) and then decoded once, by the same TensorFlow code as training; a file that fails
+either becomes a row with an ``error`` and no probabilities, and the rest are predicted in
+batches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from unfreeze.config.errors import PredictError
+from unfreeze.config.params import DataParams
 from unfreeze.dataset.scan import ACCEPTED_FORMATS, header_problem
 from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
 from unfreeze.evaluation.gradcam import gradcam, plot_grid
@@ -29,7 +31,9 @@ from unfreeze.training.artifacts import META_FILE, MODEL_FILE, load_model
 from unfreeze.training.inputs import decode_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-UNDECODABLE = "cannot decode image (corrupt or truncated image data)"
+TABLE_SUFFIXES = (".parquet", ".csv")  # what `predict --out` may write
+UNDECODABLE = "cannot decode image (TensorFlow could not decode its data: corrupt, truncated?)"
+MAX_PIXELS = DataParams().max_pixels
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,19 @@ def load_saved(path: str | Path) -> SavedModel:
         raise PredictError(f"--model {path}: {meta_file} is missing, so the class names are "
                            "unknown; use a model folder written by unfreeze (models/finetune, "
                            "models/export) that has meta.json beside model.keras")
-    meta = read_json(meta_file)
+    try:
+        meta = read_json(meta_file)
+        classes, image_size = list(meta["classes"]), int(meta["image_size"])
+        point = meta.get("operating_point")
+        point = OperatingPoint.from_dict(point) if point else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PredictError(f"--model {path}: {meta_file} is not a meta.json written by "
+                           f"unfreeze ({type(exc).__name__}: {exc})") from None
     try:
         model = load_model(file)
     except ValueError as exc:  # another format, or code in the file (safe_mode refuses it)
         raise PredictError(f"--model {path}: {exc}") from None
-    point = meta.get("operating_point")
-    return SavedModel(model, list(meta["classes"]), int(meta["image_size"]),
-                      OperatingPoint.from_dict(point) if point else None)
+    return SavedModel(model, classes, image_size, point)
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -94,7 +103,7 @@ def decode_inputs(files: list[Path], image_size: int) -> tuple[np.ndarray, list[
     The header rules come first (accepted formats: ``ACCEPTED_FORMATS``; decompression bombs
     refused undecoded), then each remaining file is decoded once.
     """
-    errors = [header_problem(file) for file in files]
+    errors = [header_problem(file, MAX_PIXELS) for file in files]
     candidates = [i for i, error in enumerate(errors) if not error]
     decoded, images = decode_files([str(files[i]) for i in candidates], image_size)
     done = {candidates[j] for j in decoded}
@@ -135,22 +144,21 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
     return pa.table(columns)
 
 
-def explain_files(saved: SavedModel, files: list[Path], out: Path,
-                  labels: list[str] | None = None) -> tuple[Path, list[str]]:
-    """Grad-CAM grid of the usable ``files`` (predicted class; true label in the title when
-    given); also returns, per file, "" or why it was skipped."""
+def explain_files(saved: SavedModel, files: list[Path], out: Path
+                  ) -> tuple[Path, list[str]]:
+    """Grad-CAM grid of the usable ``files`` (title: the predicted class and its
+    probability); also returns, per file, "" or why it was skipped."""
     images, errors = decode_inputs(files, saved.image_size)
     good = [i for i, error in enumerate(errors) if not error]
     if not good:
-        raise PredictError("no readable image to explain (images: "
-                           + ", ".join(ACCEPTED_FORMATS) + ")")
+        reasons = "; ".join(f"{f}: {e}" for f, e in zip(files, errors, strict=True))
+        raise PredictError(f"no readable image to explain ({reasons}); images: "
+                           + ", ".join(ACCEPTED_FORMATS))
     heat, probs = gradcam(saved.model, images.astype(np.float32))
     titles = []
     for row, i in enumerate(good):
         pred = int(probs[row].argmax())
-        truth = f"{labels[i]} → " if labels else ""
-        titles.append(f"{files[i].name[:24]}\n{truth}{saved.classes[pred]} "
-                      f"({probs[row, pred]:.2f})")
+        titles.append(f"{files[i].name[:24]}\n{saved.classes[pred]} ({probs[row, pred]:.2f})")
     return plot_grid(out, images.astype(np.float32), heat, titles), errors
 
 
@@ -168,8 +176,9 @@ def _progress(chunks: range, total: int, chunk: int, enabled: bool):
 def write_table(table: pa.Table, out: Path) -> Path:
     """Write ``table`` as Parquet (``.parquet``) or CSV (``.csv``), atomically."""
     suffix = out.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise PredictError(f"--out {out}: the file name must end in "
+                           + " or ".join(TABLE_SUFFIXES))
     if suffix == ".parquet":
         return write_parquet(out, table)
-    if suffix == ".csv":
-        return write_csv(out, table.to_pylist(), table.column_names)
-    raise PredictError(f"--out {out}: the file name must end in .parquet or .csv")
+    return write_csv(out, table.to_pylist(), table.column_names)

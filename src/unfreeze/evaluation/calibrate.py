@@ -38,10 +38,12 @@ class OperatingPoint:
     tta: str
 
     def as_dict(self) -> dict:
+        """As stored in operating_point.json and an exported meta.json."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> OperatingPoint:
+        """From a stored dict (extra keys, such as image_size, are ignored)."""
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 

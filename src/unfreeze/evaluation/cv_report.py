@@ -102,6 +102,7 @@ def pooled_metrics(predictions: list[pa.Table], classes: list[str], positive: st
 
 
 def t_quantile_975(dof: int) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom."""
     from scipy.stats import t
 
     return float(t.ppf(0.975, dof))

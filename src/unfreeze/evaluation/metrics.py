@@ -1,8 +1,8 @@
 """Metrics of predicted probabilities against true labels, shared by evaluation and CV.
 
 Pure functions: they take true labels (integers into ``classes``) and predicted
-probabilities and return numbers or rows. The headline metrics are
-:data:`~unfreeze.config.params.METRIC_NAMES`.
+probabilities and return numbers or rows. The headline metrics (reported, aggregated and
+compared everywhere) are listed once, in :data:`unfreeze.config.params.METRIC_NAMES`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,6 @@ import pyarrow as pa
 from sklearn import metrics as skm
 
 from unfreeze.config.errors import ParamsError
-from unfreeze.config.params import METRIC_NAMES
-
-__all__ = ["METRIC_NAMES", "compute_metrics", "curve_rows", "positive_class", "positive_index",
-           "predictions_table"]
 
 
 def positive_class(labels: Sequence[str], classes: Sequence[str], configured: str | None

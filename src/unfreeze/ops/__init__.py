@@ -3,5 +3,5 @@ summaries (``snapshot``), the Prefect retrain flow (``retrain``), promotion into
 (``promote``) and CV folds on Prefect workers through a DVC remote (``scaleout``).
 
 Prefect and DVC subprocesses live here and nowhere below; stages run as subprocesses, so
-nothing here imports TensorFlow.
+nothing here imports TensorFlow (a contract in pyproject.toml checks it).
 """

@@ -41,7 +41,7 @@ class Decision:
 
 
 def decide_promotion(metric: str, new_value: float | None, current_value: float | None,
-           min_improvement: float, same_model: bool) -> tuple[str, str]:
+                     min_improvement: float, same_model: bool) -> tuple[str, str]:
     """(decision, reason). The first model is promoted; later ones must beat the current one
     by more than ``min_improvement`` (higher is better)."""
     if new_value is None:

@@ -54,6 +54,7 @@ class Backup:
         return cls(Path(folder), json.loads(json.dumps(inputs, sort_keys=True)))
 
     def clear(self) -> None:
+        """Delete the backup (once the phase's model is saved, or when it is unusable)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -73,6 +74,21 @@ def changed_inputs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
 
+STATE_TYPES = {"inputs": dict, "epochs_done": int, "stopped": bool, "history": dict,
+               "weights": str, "best": str, "early_stopping": dict}
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` checked against the fields this version writes; ValueError otherwise
+    (a backup of another version, or hand-edited, is discarded, not half-trusted)."""
+    state = read_json(path)
+    wrong = ([k for k, tp in STATE_TYPES.items() if not isinstance(state.get(k), tp)]
+             if isinstance(state, dict) else list(STATE_TYPES))
+    if wrong:
+        raise ValueError(f"{path} is not a backup state of this version (fields {wrong})")
+    return state
+
+
 def restore(backup: Backup, model: keras.Model, log: Callable[[str], None] = print
             ) -> Resumed | None:
     """Load a matching backup into ``model`` (weights + optimizer); None when there is none.
@@ -84,7 +100,7 @@ def restore(backup: Backup, model: keras.Model, log: Callable[[str], None] = pri
     if not state_path.exists():
         return None
     try:
-        state = read_json(state_path)
+        state = read_state(state_path)
         changed = changed_inputs(state["inputs"], backup.inputs)
         if changed:
             reason = f"made with other inputs (changed: {', '.join(changed)})"

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from unfreeze.config.errors import DataError
-from unfreeze.config.params import AugmentParams, PhaseParams
+from unfreeze.config.params import AugmentParams, FinetuneParams, PhaseParams
 from unfreeze.dataset.rows import TrainingData
 from unfreeze.training import distribute, features, inputs
 from unfreeze.training.backup import Backup, BackupCallback, Resumed, restore
@@ -41,13 +41,13 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str | None) -> dict[
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def plan_phase(model: keras.Model, phase: PhaseParams,
-               unfreeze_from: str | int | None = None) -> PhasePlan:
+def plan_phase(model: keras.Model, phase: PhaseParams) -> PhasePlan:
     """The full model, or with ``phase.cached_views`` its part above the frozen layers
-    (phase one: the head; phase two: from ``unfreeze_from`` up), compiled like the model."""
+    (phase one: the head; phase two: from ``finetune.unfreeze_from`` up), compiled like it."""
     batch = distribute.global_batch(phase.batch_size)
     if not phase.cached_views:
         return PhasePlan(model, None, batch)
+    unfreeze_from = phase.unfreeze_from if isinstance(phase, FinetuneParams) else None
     extractor, trainable = features.split_model(model, unfreeze_from)
     compile_for(trainable, phase, model.jit_compile)
     return PhasePlan(trainable, extractor, batch)
@@ -83,12 +83,12 @@ def phase_inputs(plan: PhasePlan, data: TrainingData, phase: PhaseParams,
 
 def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
               augment: AugmentParams, image_size: int, seed: int, report_dir: Path,
-              backup: Backup | None = None, unfreeze_from: str | int | None = None) -> dict:
+              backup: Backup | None = None) -> dict:
     """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
 
     With ``phase.cached_views`` > 0 the frozen part's features (pooled base output in phase
-    one, activations below ``unfreeze_from`` in phase two) are computed once and the model's
-    own trainable layers train on them (:mod:`unfreeze.training.features`). Per-epoch
+    one, activations below ``finetune.unfreeze_from`` in phase two) are computed once and the
+    model's own trainable layers train on them (:mod:`unfreeze.training.features`). Per-epoch
     metrics go to ``report_dir`` through dvclive (metrics.json + plots/metrics/). With
     ``backup``, the phase is saved after every epoch and a matching backup left by an
     interrupted run is resumed: only the remaining epochs train, and early stopping keeps its
@@ -96,14 +96,15 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
     started = time.perf_counter()
-    plan = plan_phase(model, phase, unfreeze_from)
+    plan = plan_phase(model, phase)
     resumed = restore(backup, plan.trainable) if backup else None
     distribute.prepare_fit(plan.trainable, model,
                            *([plan.extractor] if plan.extractor is not None else []))
     first_epoch = (phase.epochs if resumed.stopped else resumed.epochs_done) if resumed else 0
     train_in, val_in, weights = phase_inputs(plan, data, phase, augment, image_size, seed,
                                              first_epoch)
-    feature_seconds = round(time.perf_counter() - started, 2) if plan.extractor else 0.0
+    feature_seconds = (round(time.perf_counter() - started, 2) if plan.extractor is not None
+                       else 0.0)
     with open_live(report_dir) as live:
         history = train_epochs(plan, train_in, val_in, weights, phase, first_epoch, live,
                                backup, resumed)

@@ -58,6 +58,7 @@ class DecodedCache:
         self.root = Path(root)
 
     def file(self, key: str, image_size: int) -> Path:
+        """Where the decoded image of content hash ``key`` at ``image_size`` lives."""
         return self.root / f"{image_size}px" / key[:2] / f"{key}.u8"
 
     def fill(self, paths: Sequence[str], keys: Sequence[str], image_size: int) -> list[str]:
@@ -201,15 +202,22 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
             images = augment_batch(images, seed_pair, augment)
         return (images, *batch[1:]) if len(batch) > 1 else images
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
-    sizes = batch_sizes(len(sources), batch_size, replicas)
-    if sizes != batch_sizes(len(sources), batch_size):  # no tiny last batch for a strategy
-        ds = ds.rebatch(sizes).apply(tf.data.experimental.assert_cardinality(len(sizes)))
+    ds = batched(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), len(sources),
+                 batch_size, replicas)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
                                             deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def batched(ds: tf.data.Dataset, n: int, batch_size: int, replicas: int) -> tf.data.Dataset:
+    """``ds`` (``n`` elements) in the batches of :func:`~unfreeze.training.distribute.
+    batch_sizes`: the classic ones, or for a strategy, none smaller than its replicas."""
+    ds = ds.batch(batch_size, drop_remainder=False)
+    sizes = batch_sizes(n, batch_size, replicas)
+    if sizes == batch_sizes(n, batch_size):
+        return ds
+    return ds.rebatch(sizes).apply(tf.data.experimental.assert_cardinality(len(sizes)))
 
 
 def decode_files(paths: Sequence[str], image_size: int) -> tuple[list[int], np.ndarray]:
@@ -218,17 +226,20 @@ def decode_files(paths: Sequence[str], image_size: int) -> tuple[list[int], np.n
     Returns the indices of the files that decoded, in order, and their ``(n, S, S, 3)`` uint8
     images. A file TensorFlow cannot decode is left out rather than failing the others.
     """
-    rows = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    if not len(paths):
+        return [], np.zeros((0, image_size, image_size, 3), np.uint8)
+    rows = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)),
+                                               tf.constant(list(paths), tf.string)))
     ds = rows.map(lambda i, p: (i, decode_resize(p, image_size)), num_parallel_calls=AUTOTUNE,
                   deterministic=True).ignore_errors()
     decoded = list(ds.as_numpy_iterator())
-    images = (np.stack([image for _, image in decoded]) if decoded
-              else np.zeros((0, image_size, image_size, 3), np.uint8))
-    return [int(i) for i, _ in decoded], images
+    if not decoded:
+        return [], np.zeros((0, image_size, image_size, 3), np.uint8)
+    return [int(i) for i, _ in decoded], np.stack([image for _, image in decoded])
 
 
 def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
-    """Decode a few images into one float32 array (tests, predict on small inputs)."""
+    """Decode a few images into one float32 array (Grad-CAM samples, export parity, tests)."""
     ds = make_dataset(paths, None, image_size, batch_size=max(1, len(paths)))
     return np.concatenate([batch.numpy() for batch in ds]) if paths else np.zeros(
         (0, image_size, image_size, 3), np.float32)

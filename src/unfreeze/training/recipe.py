@@ -56,8 +56,8 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
         with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
             model = model_lib.build(params.model, len(data.classes))
         model_lib.compile_for(model, params.head, params.train.xla)
-        summary = fit_phase(model, data, params.head, params.augment,
-                                  params.model.image_size, params.seed, report_dir, backup)
+        summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
+                            params.seed, report_dir, backup)
     return model, summary
 
 
@@ -79,8 +79,7 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
         model_lib.compile_for(model, params.finetune, params.train.xla)
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
-                            params.seed + 1, report_dir, backup,
-                            unfreeze_from=params.finetune.unfreeze_from)
+                            params.seed + 1, report_dir, backup)
     summary["unfrozen_layers_with_weights"] = n_unfrozen
     return model, summary
 
