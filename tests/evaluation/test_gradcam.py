@@ -12,6 +12,9 @@ def tiny_model():
     from unfreeze.config.params import ModelParams
     from unfreeze.training import model as model_lib
 
+    import keras
+
+    keras.utils.set_random_seed(0)  # random weights: a seed makes the maps the same each run
     # 139 px: the last block (mixed10) is 3 × 3 cells, so the map has spatial detail
     return model_lib.build(ModelParams(image_size=139, weights=None, hidden_units=8), 2)
 
