@@ -9,10 +9,10 @@ from unfreeze.evaluation.gradcam import gradcam, plot_grid, sample_for_gradcam
 
 @pytest.fixture(scope="module")
 def tiny_model():
+    import keras
+
     from unfreeze.config.params import ModelParams
     from unfreeze.training import model as model_lib
-
-    import keras
 
     keras.utils.set_random_seed(0)  # random weights: a seed makes the maps the same each run
     # 139 px: the last block (mixed10) is 3 × 3 cells, so the map has spatial detail

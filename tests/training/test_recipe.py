@@ -119,24 +119,45 @@ import pyarrow.parquet as pq
 from unfreeze.config.params import params_from_dict
 from unfreeze.dataset.rows import training_rows
 from unfreeze.training import recipe
+from unfreeze.training.artifacts import save_model
 
+phase, splits, images, run, head = sys.argv[1:6]
 params = params_from_dict({"deterministic": True,
                            "model": {"image_size": 75, "weights": None, "hidden_units": 8},
-                           "head": {"epochs": 1, "batch_size": 8, "patience": 0}})
-data = training_rows(pq.read_table(sys.argv[1]), Path(sys.argv[2]))
-model, _ = recipe.phase_one(params, data, Path(sys.argv[3]) / "report")
+                           "head": {"epochs": 1, "batch_size": 8, "patience": 0},
+                           "finetune": {"epochs": 1, "batch_size": 8, "patience": 0}})
+data = training_rows(pq.read_table(splits), Path(images))
+run = Path(run)
+if phase == "head":
+    model, _ = recipe.phase_one(params, data, run / "head")
+    save_model(model, run / "models/head", {})
+else:  # as the finetune stage: a new process that starts from the saved phase-one model
+    model = recipe.load_for_training(params, Path(head))
+    model, _ = recipe.phase_two(params, model, data, run / "finetune")
 from tensorflow.python.framework import config  # no public getter
 
 assert config.is_op_determinism_enabled()
-np.savez(Path(sys.argv[3]) / "weights.npz", *model.get_weights())
+np.savez(run / f"{phase}.npz", *model.get_weights())
 """
+
+
+def run_side_by_side(*commands: list[str], cwd) -> None:
+    """Start the processes at once, wait for all; each must succeed."""
+    import subprocess
+
+    procs = [subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for cmd in commands]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
 
 
 @pytest.mark.slow
 def test_deterministic_param_gives_bit_identical_weights(image_folder, tmp_path):
-    """Two separate processes (op determinism is process-wide and irreversible), run side
-    by side, train phase one with `deterministic: true`: their weights are bit-identical."""
-    import subprocess
+    """`deterministic: true`, each phase in two processes side by side (op determinism is
+    process-wide and irreversible): bit-identical weights after phase one, and after phase two
+    started, as the finetune stage does, from the saved phase-one model in a new process
+    (loading creates the dropout layers' seed generators: it must be seeded too)."""
     import sys
 
     from conftest import splits_for
@@ -144,12 +165,12 @@ def test_deterministic_param_gives_bit_identical_weights(image_folder, tmp_path)
     splits = tmp_path / "splits.parquet"
     pq.write_table(splits_for(image_folder), splits)
     runs = [tmp_path / f"run{i}" for i in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", REPEAT, str(splits), str(image_folder),
-                               str(run)], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for run in runs]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-    first, second = (np.load(run / "weights.npz") for run in runs)
-    assert len(first.files) > 100  # the whole model, InceptionV3 base included
-    assert all(np.array_equal(first[k], second[k]) for k in first.files)
+    head = runs[0] / "models/head/model.keras"
+    for phase in ("head", "finetune"):
+        run_side_by_side(*([sys.executable, "-c", REPEAT, phase, str(splits), str(image_folder),
+                            str(run), str(head)] for run in runs), cwd=tmp_path)
+        first, second = (np.load(run / f"{phase}.npz") for run in runs)
+        assert len(first.files) > 100  # the whole model, InceptionV3 base included
+        assert all(np.array_equal(first[k], second[k]) for k in first.files), phase
+    trained = [np.load(runs[0] / f"{phase}.npz") for phase in ("head", "finetune")]
+    assert not all(np.array_equal(trained[0][k], trained[1][k]) for k in trained[0].files)

@@ -62,8 +62,14 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
 
 
 def load_for_training(params: Params, path: Path) -> keras.Model:
-    """Load a saved phase-one model in the scope of ``train.strategy``, ready for phase two."""
+    """Load a saved phase-one model in the scope of ``train.strategy``, ready for phase two.
+
+    Seeded first: loading creates the layers' random seed generators (dropout), which take
+    their seeds from the global random state, so an unseeded load would make phase two differ
+    from run to run even with ``deterministic: true``.
+    """
     with distribute.scope(params.train.strategy):
+        seed_everything(params.seed + 1, params.deterministic)
         return load_model(path)
 
 
