@@ -81,8 +81,8 @@ def inspect_image(path: str | Path, max_pixels: int, decode: bool) -> tuple[str,
             refused = check_header(im, max_pixels)
             if refused:
                 return refused, facts
-            facts["note"] = _note(im)
-            if decode:
+            if decode:  # the notes read metadata that may lie past the header
+                facts["note"] = _note(im)
                 im.load()
     except Image.DecompressionBombError as exc:
         return f"refused before decoding: {exc}", facts
