@@ -45,13 +45,14 @@ def main() -> None:
     from unfreeze.evaluation.inference import predict
     from unfreeze.training import inputs
     from unfreeze.training import model as model_lib
+    from unfreeze.training.cache import CACHE_ENV, default_cache
 
     rows, root = demo_rows(args.images)
     paths, keys = [str(root / r["path"]) for r in rows], [r["sha256"] for r in rows]
     model = model_lib.build(ModelParams(image_size=args.size, weights=None), 2)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ[inputs.CACHE_ENV] = tmp
-        inputs.default_cache().fill(paths, keys, args.size)
+        os.environ[CACHE_ENV] = tmp
+        default_cache().fill(paths, keys, args.size, inputs.decode_all)
         in_memory = inputs.load_images(paths, args.size)
         model.predict(in_memory[: args.batch], batch_size=args.batch, verbose=0)  # warm-up
         runs = {

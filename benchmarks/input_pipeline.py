@@ -49,6 +49,7 @@ def main() -> None:
 
     from unfreeze.config.params import AugmentParams
     from unfreeze.training import inputs
+    from unfreeze.training.cache import DecodedCache
 
     rows, root = demo_rows(args.images)
     n_batches = len(rows) // args.batch - 1  # whole batches after the warm-up one
@@ -66,9 +67,9 @@ def main() -> None:
         classes = sorted({r["label"] for r in rows})
         paths = [str(root / r["path"]) for r in rows]
         labels = [classes.index(r["label"]) for r in rows]
-        cache = inputs.DecodedCache(Path(tmp) / "cache")
+        cache = DecodedCache(Path(tmp) / "cache")
         started = time.perf_counter()
-        cache.fill(paths, [r["sha256"] for r in rows], args.size)
+        cache.fill(paths, [r["sha256"] for r in rows], args.size, inputs.decode_all)
         print(f"filling the decoded cache: {time.perf_counter() - started:.1f} s")
         ours = {cached: inputs.make_dataset(
             paths, labels, args.size, args.batch, shuffle=True, seed=0,

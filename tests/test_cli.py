@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from unfreeze.cli import main
 
@@ -112,3 +114,88 @@ def test_predict_and_explain_name_bad_outputs_unusable_files_and_bad_models(
     (bad / "meta.json").write_text("{")
     assert main(["predict", "--model", str(bad), good, "--out", str(out)]) == 2
     assert "is not a meta.json written by unfreeze" in capsys.readouterr().err
+
+
+def test_cache_command_shows_the_size_and_prunes_older_decoders(tmp_path, monkeypatch, capsys,
+                                                                 image_folder):
+    from unfreeze.training.cache import CACHE_ENV, DECODER, DecodedCache
+    from unfreeze.training.inputs import decode_all
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    paths = [str(p) for p in sorted((image_folder / "cat").glob("*.png"))[:2]]
+    DecodedCache(tmp_path / "cache").fill(paths, ["aa01", "bb02"], 8, decode_all)
+    old = tmp_path / "cache/8px/cc/cc03.u8"  # the 0.1 layout: no decoder folder
+    old.parent.mkdir(parents=True)
+    old.write_bytes(bytes(64))
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "3 files" in out and f"{DECODER}/8px" in out and "older decoder: never read" in out
+    assert main(["cache", "--prune"]) == 0
+    out = capsys.readouterr().out
+    assert "pruned 1 files" in out and "2 files" in out and not old.exists()
+    monkeypatch.setenv("UNFREEZE_CACHE_MAX", "many")
+    assert main(["cache"]) == 2
+    assert "UNFREEZE_CACHE_MAX='many'" in capsys.readouterr().err
+
+
+def test_explain_names_the_class_predict_names_at_the_stored_operating_point(
+        saved_model, image_folder, tmp_path, capsys, eager):
+    """A threshold far from 0.5 (and a temperature) decide otherwise than the arg-max: explain
+    must follow the stored operating point exactly as predict does."""
+    from unfreeze.deploy.predict import load_saved
+
+    files = sorted(str(p) for p in (image_folder / "dog").glob("*.png"))[:4]
+    probs = load_saved(saved_model).model.predict(
+        np.stack([np.asarray(Image.open(f).convert("RGB").resize((75, 75))) for f in files]
+                 ).astype("float32"), verbose=0)
+    positive = ["cat", "dog"][int(probs[0].argmax())]  # the arg-max of the first image …
+    bundle = tmp_path / "bundle"
+    shutil.copytree(saved_model, bundle)
+    meta = json.loads((bundle / "meta.json").read_text())
+    meta["operating_point"] = {"classes": ["cat", "dog"], "positive_class": positive,
+                               "threshold": 0.999, "threshold_rule": "recall>=0.1",
+                               "temperature": 0.5, "tta": "hflip"}  # … is not chosen here
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    assert main(["predict", "--model", str(bundle), *files, "--out",
+                 str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    predicted = [r["predicted"] for r in csv.DictReader((tmp_path / "p.csv").open())]
+    capsys.readouterr()
+    assert main(["explain", "--model", str(bundle), *files, "--out",
+                 str(tmp_path / "e.png")]) == 0
+    named = [line.rsplit(": ", 1)[1] for line in capsys.readouterr().out.splitlines()[:-1]]
+    assert named == predicted
+    assert predicted[0] != positive  # the threshold, not the arg-max, decided
+
+
+def test_release_list_and_use_then_predict_on_current(saved_model, image_folder, tmp_path,
+                                                      capsys, eager):
+    from unfreeze.ops import promote
+    from unfreeze.training.artifacts import load_model
+
+    (tmp_path / "params.yaml").write_text("retrain:\n  metric: roc_auc\n")
+    production = tmp_path / "production"
+    for value in (0.7, 0.8):
+        bundle = tmp_path / f"bundle{value}"
+        shutil.copytree(saved_model, bundle)
+        if value > 0.7:  # another model: the same file would be "unchanged", not promoted
+            model = load_model(bundle / "model.keras")
+            model.get_layer("predictions").bias.assign([0.1, -0.1])
+            model.save(bundle / "model.keras")
+        (bundle / "m.json").write_text(json.dumps({"roc_auc": value}))
+        (bundle / "salt").write_text(str(value))  # each release its own files
+        promote.promote(bundle, bundle / "m.json", production, "roc_auc", 0.0)
+    first, second = (r["name"] for r in promote.list_releases(production))
+    capsys.readouterr()
+    assert main(["release", "list", "--project", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"* {second}  roc_auc 0.8000" in out and f"  {first}  roc_auc 0.7000" in out
+    assert main(["release", "use", first, "--project", str(tmp_path)]) == 0
+    assert (production / "current/salt").read_text() == "0.7"
+    assert main(["release", "use", "nope", "--project", str(tmp_path)]) == 2
+    assert "release 'nope' is not in" in capsys.readouterr().err
+    out_file = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(production / "current"),
+                 str(image_folder / "cat/cat_000.png"), "--out", str(out_file),
+                 "--no-progress"]) == 0
+    assert next(csv.DictReader(out_file.open()))["predicted"] in ("cat", "dog")

@@ -55,3 +55,24 @@ def test_sigkill_while_saving_leaves_the_previous_file_intact(tmp_path):
     assert read_parquet(target)["x"].to_pylist() == [1, 2, 3]
     leftovers = [p.name for p in tmp_path.iterdir() if p != target]
     assert len(leftovers) == 1 and leftovers[0].startswith(".predictions.")  # never the target
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755),
+                                                              (0o077, 0o600, 0o700)])
+def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    from unfreeze.io import temp_dir, write_atomic
+
+    previous = os.umask(umask)
+    try:
+        written = [write_json(tmp_path / "a.json", {"a": 1}),
+                   write_parquet(tmp_path / "t.parquet", pa.table({"x": [1]})),
+                   write_atomic(tmp_path / "m.keras", lambda tmp: tmp.write_bytes(b"zip"))]
+        folder = temp_dir(tmp_path / "out", ".bundle.")
+    finally:
+        os.umask(previous)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == file_mode, path
+    assert stat.S_IMODE(folder.stat().st_mode) == dir_mode

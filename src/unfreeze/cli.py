@@ -7,6 +7,9 @@
 - ``unfreeze predict --model M INPUTS… --out F``: class probabilities of new images.
 - ``unfreeze explain --model M IMAGE… --out grid.png``: Grad-CAM heatmaps of given images.
 - ``unfreeze report``: write reports/index.html from whatever reports exist.
+- ``unfreeze cache [--prune] [--clear]``: the decoded-image cache's size; prune it to its limit.
+- ``unfreeze release list`` / ``unfreeze release use NAME``: the promoted releases and their
+  history; point ``production/current`` back (or forward) at one.
 - ``unfreeze deploy-folds --pool POOL``: deploy the per-fold flow to a Prefect work pool.
 - ``unfreeze worker --pool POOL``: a Prefect worker for fold runs, in this clone.
 - ``unfreeze remote-cv --deployment unfreeze-fold/NAME``: cross-validate with the folds run
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("predict", "explain"):  # the commands that import TensorFlow here
         filter_native_stderr()
     handler = {"check": _check, "retrain": _retrain, "serve": _serve, "report": _report,
+               "cache": _cache, "release": _release,
                "predict": _predict, "explain": _explain, "deploy-folds": _scaleout,
                "worker": _scaleout, "remote-cv": _scaleout}[args.command]
     try:
@@ -82,9 +86,22 @@ def _add_model_commands(sub) -> None:
     explain.add_argument("--model", required=True, help="model.keras or its folder")
     explain.add_argument("images", nargs="+", help="image files, folders or globs")
     explain.add_argument("--out", required=True, help="output PNG")
+    explain.add_argument("--tta", choices=("none", "hflip", "flips"), default=None,
+                         help="test-time augmentation (default: as stored with the model)")
     report = sub.add_parser("report", help="write the HTML report of this working copy")
     report.add_argument("--reports", default="reports", help="folder of the stage reports")
     report.add_argument("--out", default="reports/index.html")
+    cache = sub.add_parser("cache", help="size of the decoded-image cache; prune or clear it "
+                           "($UNFREEZE_CACHE_DIR, limit $UNFREEZE_CACHE_MAX)")
+    cache.add_argument("--prune", action="store_true", help="remove entries of older decoder "
+                       "versions, then least recently used ones until under the limit")
+    cache.add_argument("--max", default=None, help="limit for this prune, e.g. 1G (default: "
+                       "$UNFREEZE_CACHE_MAX, else 4G)")
+    cache.add_argument("--clear", action="store_true", help="remove every entry")
+    release = sub.add_parser("release", help="list the promoted releases, or switch to one")
+    release.add_argument("action", choices=("list", "use"))
+    release.add_argument("name", nargs="?", help="with `use`: the release to switch to")
+    release.add_argument("--project", default=".", help="project root (with params.yaml)")
 
 
 def _add_scaleout_commands(sub) -> None:
@@ -174,11 +191,63 @@ def _explain(args: argparse.Namespace) -> int:
 
     files = pred.expand_inputs(args.images)
     saved = pred.load_saved(args.model)
-    written, errors = pred.explain_files(saved, files, out)
-    for file, error in zip(files, errors, strict=True):
+    written, errors, named = pred.explain_files(saved, files, out, args.tta)
+    for file, error, name in zip(files, errors, named, strict=True):
         if error:
             print(f"skipped {file}: {error}", file=sys.stderr)
+        else:
+            print(f"{file}: {name}")
     print(written)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """`cache`: what the decoded-image cache holds, by decoder version and image size."""
+    from unfreeze.training.cache import default_cache, parse_size
+
+    cache = default_cache()
+    if cache is None:
+        print("decoded-image cache is off (UNFREEZE_CACHE_DIR is empty)")
+        return 0
+    if args.clear:
+        cache.clear()
+    elif args.prune:
+        removed, freed = cache.prune(parse_size(args.max) if args.max else None,
+                                     drop_stale=True)
+        print(f"pruned {removed} files, {freed / 1e6:.1f} MB")
+    info = cache.summary()
+    limit = f"{info['max_bytes'] / 1e6:.0f} MB" if info["max_bytes"] else "none"
+    print(f"{info['root']}: {info['files']} files, {info['bytes'] / 1e6:.1f} MB "
+          f"(limit {limit}; current decoder {info['decoder']})")
+    for name, group in sorted(info["groups"].items()):
+        stale = "" if name.startswith(info["decoder"]) else "  (older decoder: never read)"
+        print(f"  {name:<48} {group['files']:>7} files {group['bytes'] / 1e6:>10.1f} MB{stale}")
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    """`release list` / `release use NAME` in ``retrain.production_dir`` of the project."""
+    from unfreeze.config.params import load_params
+    from unfreeze.ops import promote
+
+    project = Path(args.project)
+    params = load_params(project / "params.yaml").retrain
+    production = project / params.production_dir
+    if args.action == "use":
+        if not args.name:
+            return _fail("release use: give the release name (see `unfreeze release list`)")
+        decision = promote.use_release(production, args.name, params.metric)
+        print(f"current -> {decision.release} ({decision.reason})")
+        return 0
+    for release in promote.list_releases(production):
+        value = release["metrics"].get(params.metric)
+        shown = "–" if value is None else f"{value:.4f}"
+        print(f"{'*' if release['current'] else ' '} {release['name']}  "
+              f"{params.metric} {shown}")
+    print(f"history ({production / 'history.parquet'}):")
+    for row in promote.read_history(production):
+        print(f"  {row['time']}  {row['decision']:<9} {row['release'] or '–':<26} "
+              f"{row['reason']}")
     return 0
 
 

@@ -21,7 +21,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
 
     The temporary name keeps the suffixes (Keras insists on ``.keras`` and ``.weights.h5``).
-    On error the temporary file is removed and the previous ``path`` is left untouched.
+    On error the temporary file is removed and the previous ``path`` is left untouched. The
+    file gets the permissions of a normally created one (the umask's, typically 0644).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,9 +32,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, permissions())  # mkstemp's 0600 would hide the file from a teammate
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (else set back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def permissions(directory: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets under the umask, e.g. 0644 / 0755."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new temporary folder in ``parent`` with the umask's permissions (mkdtemp's are 0700),
+    to be filled and then renamed into place."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, permissions(directory=True))
+    return folder
 
 
 def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> Path:

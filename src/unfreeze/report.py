@@ -169,11 +169,22 @@ def test_section(inputs: ReportInputs) -> str:
     figures = "".join(image_tag(folder / f"{name}.png", name)
                       for name in ("confusion", "roc", "pr", "reliability"))
     return "\n".join([
-        "<h2>Test set</h2>", point,
+        "<h2>Test set</h2>", point, interval_table(m),
         table(["setting", *METRIC_KEYS], rows) if rows else "",
         table(["class", "precision", "recall", "f1", "support"], per_class),
         f'<div class="figs">{figures}</div>',
         "<h2>Grad-CAM</h2>", image_tag(folder / "gradcam.png", "Grad-CAM grid")])
+
+
+def interval_table(m: dict) -> str:
+    """Each headline test metric at the operating point with its bootstrap 95% interval."""
+    ci = m.get("ci95") or {}
+    boot = m.get("bootstrap") or {}
+    note = (f"95% interval: {boot['resamples']} class-stratified bootstrap resamples of the "
+            "test images" if boot else "no intervals (evaluate.bootstrap: 0)")
+    rows = [[name, m.get(name), *((ci.get(name) or {}).get(k) for k in ("low", "high"))]
+            for name in METRIC_NAMES]
+    return table(["metric", "test", "95% CI low", "95% CI high"], rows) + f"<p>{note}</p>"
 
 
 def _number(value) -> str:

@@ -118,13 +118,18 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
         group_splits.setdefault(r["group"], set()).add(r["split"])
     assert all(len(v) == 1 for v in group_splits.values())  # split.group_by: group
     # every image was decoded once into the content-keyed cache, at the model's size
-    cached = {f.stem for f in (project / ".unfreeze/cache/75px").glob("*/*.u8")}
+    from unfreeze.training.cache import DECODER
+
+    cached = {f.stem for f in (project / ".unfreeze/cache" / DECODER / "75px").glob("*/*.u8")}
     assert cached == {r["sha256"] for r in splits}
 
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert metrics["bootstrap"]["resamples"] == 1000  # the shipped evaluate.bootstrap
     for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
                 "average_precision"):
         assert 0.0 <= metrics[key] <= 1.0, key
+        ci = metrics["ci95"][key]
+        assert 0.0 <= ci["low"] <= ci["high"] <= 1.0, key
     assert metrics["n_test"] == len(by["test"]) and set(metrics["per_class"]) == {"cat", "dog"}
     assert metrics["leakage_checks"] == {"test_paths_not_in_train_or_val": True,
                                          "test_contents_not_in_train_or_val": True,
@@ -233,10 +238,14 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
                      str(tmp_path / "p.parquet")]) == 2
     assert "'nowhere/*.png'" in capsys.readouterr().err
 
-    # explain: Grad-CAM grid of given images
+    # explain: Grad-CAM grid of given images, each for the class predict names
+    capsys.readouterr()
     assert unfreeze(["explain", "--model", f"{export}/model.keras", str(inputs / "0.png"),
                      str(inputs / "sub"), "--out", str(tmp_path / "cam.png")]) == 0
     check_png(tmp_path / "cam.png")
+    named = dict(line.rsplit(": ", 1) for line in capsys.readouterr().out.splitlines()[:-1])
+    assert {Path(f).name: c for f, c in named.items()} == {
+        name: row["predicted"] for name, row in rows.items() if name != "broken.png"}
 
     # the report: one self-contained page, here of the reports without CV (the section says so)
     reports = tmp_path / "reports"
@@ -247,6 +256,7 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     text = page.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text
     assert "no cross-validation report" in text and "tta_hflip@tuned" in text
+    assert "95% CI low" in text and "1000 class-stratified bootstrap resamples" in text
     rendered = render_in_chromium(page, tmp_path / "page.png")
     assert rendered["errors"] == []
     assert rendered["images"] == 6 and rendered["broken_images"] == []  # CV adds 2

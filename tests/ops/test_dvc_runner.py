@@ -88,14 +88,17 @@ def test_snapshot_diff_and_summary(tmp_path):
     write_json(tmp_path / snapshot.TEST_METRICS, {"accuracy": 0.5, "roc_auc": 0.6,
                                                       "per_class": {"a": {"f1": 0.4}}})
     before = snapshot.snapshot(tmp_path)
-    write_json(tmp_path / snapshot.TEST_METRICS, {"accuracy": 0.75, "roc_auc": 0.6,
-                                                      "per_class": {"a": {"f1": 0.4}}})
+    write_json(tmp_path / snapshot.TEST_METRICS, {
+        "accuracy": 0.75, "roc_auc": 0.6, "per_class": {"a": {"f1": 0.4}},
+        "ci95": {"accuracy": {"low": 0.66, "high": 0.83}, "roc_auc": None}})
     write_json(tmp_path / snapshot.CV_METRICS, {"folds": 3, "metrics": {
         "accuracy": {"values": [0.1, 0.2], "mean": 0.7, "std": 0.05, "ci95": [0.6, 0.8]}}})
     md = snapshot.diff_markdown(before, snapshot.snapshot(tmp_path))
     assert "| reports/evaluate/metrics.json | accuracy | 0.5000 | 0.7500 | +0.2500 |" in md
     assert "roc_auc" not in md and "metrics.accuracy.mean" in md and "values" not in md
     rows = {r["metric"]: r for r in snapshot.summary_table(tmp_path)}
-    assert rows["accuracy"] == {"metric": "accuracy", "test": 0.75, "cv_mean": 0.7,
-                                "cv_std": 0.05, "cv_ci95_low": 0.6, "cv_ci95_high": 0.8}
+    assert rows["accuracy"] == {"metric": "accuracy", "test": 0.75, "test_ci95_low": 0.66,
+                                "test_ci95_high": 0.83, "cv_mean": 0.7, "cv_std": 0.05,
+                                "cv_ci95_low": 0.6, "cv_ci95_high": 0.8}
+    assert rows["roc_auc"]["test_ci95_low"] is None  # an undefined interval stays empty
     assert snapshot.diff_markdown(before, before).startswith("No metric changed")

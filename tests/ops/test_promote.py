@@ -1,6 +1,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from unfreeze.ops import promote
 
@@ -51,3 +52,36 @@ def test_a_model_without_the_metric_is_rejected(tmp_path):
     m = model_dir(tmp_path, "m", b"x", accuracy=0.9)
     d = promote.promote(m, m / "metrics.json", tmp_path / "prod", "roc_auc", 0.0)
     assert d.decision == "rejected" and not (tmp_path / "prod/current").exists()
+
+
+def test_a_release_is_the_whole_bundle(tmp_path):
+    bundle = model_dir(tmp_path, "export", b"model", roc_auc=0.8)
+    (bundle / "labels.txt").write_text("a\nb\n")
+    (bundle / "saved_model/variables").mkdir(parents=True)
+    (bundle / "saved_model/saved_model.pb").write_bytes(b"pb")
+    (bundle / "model.tflite").write_bytes(b"tflite")
+    prod = tmp_path / "production"
+    promote.promote(bundle, bundle / "metrics.json", prod, "roc_auc", 0.0)
+    release = (prod / "current").resolve()
+    released = {p.relative_to(release).as_posix() for p in release.rglob("*")}
+    assert released == {"model.keras", "meta.json", "metrics.json", "labels.txt",
+                        "model.tflite", "saved_model", "saved_model/variables",
+                        "saved_model/saved_model.pb"}
+
+
+def test_release_use_switches_current_back_and_records_it(tmp_path):
+    prod = tmp_path / "production"
+    first = model_dir(tmp_path, "m1", b"one", roc_auc=0.80)
+    promote.promote(first, first / "metrics.json", prod, "roc_auc", 0.0)
+    second = model_dir(tmp_path, "m2", b"two", roc_auc=0.90)
+    promote.promote(second, second / "metrics.json", prod, "roc_auc", 0.0)
+    releases = promote.list_releases(prod)
+    assert [r["current"] for r in releases] == [False, True]
+    back = promote.use_release(prod, releases[0]["name"], "roc_auc")
+    assert (prod / "current/model.keras").read_bytes() == b"one"
+    assert back.decision == "switched" and back.new_value == 0.80 and back.current_value == 0.90
+    assert releases[1]["name"] in back.reason
+    assert [r["decision"] for r in promote.read_history(prod)] == ["promoted", "promoted",
+                                                                   "switched"]
+    with pytest.raises(promote.ReleaseError, match="releases: " + releases[0]["name"]):
+        promote.use_release(prod, "20990101T000000Z-nothere", "roc_auc")

@@ -1,5 +1,4 @@
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -122,40 +121,6 @@ def test_augmentation_draws_differ_per_image_and_per_epoch_but_repeat_per_seed(t
     again = epochs(7)
     np.testing.assert_array_equal(again[0], first)
     np.testing.assert_array_equal(again[1], second)
-
-
-def test_decoded_cache_holds_exactly_the_freshly_decoded_images(tmp_path):
-    rng = np.random.default_rng(2)
-    Image.fromarray(rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)).save(tmp_path / "c.png")
-    Image.fromarray(rng.integers(0, 255, (25, 25), dtype=np.uint8)).save(tmp_path / "g.png")
-    paths = [str(tmp_path / n) for n in ("c.png", "g.png", "c.png")]  # a repeat shares a file
-    keys = ["aa11", "bb22", "aa11"]
-    cache = inputs.DecodedCache(tmp_path / "cache")
-    fresh = inputs.load_images(paths, 16)
-    files = cache.fill(paths, keys, 16)
-    assert files[0] == files[2] and Path(files[0]).parent.parent.name == "16px"
-    assert Path(files[0]).stat().st_size == 16 * 16 * 3  # colour
-    assert Path(files[1]).stat().st_size == 16 * 16  # gray: one channel stored
-    cached = np.concatenate(list(inputs.make_dataset(paths, None, 16, 2, keys=keys,
-                                                     cache=cache).as_numpy_iterator()))
-    np.testing.assert_array_equal(cached, fresh)
-    assert np.array_equal(fresh, np.round(fresh))  # both are whole uint8 levels
-
-    Path(files[1]).write_bytes(b"truncated")  # a damaged entry is decoded again
-    cache.fill(paths, keys, 16)
-    assert Path(files[1]).stat().st_size == 16 * 16
-    np.testing.assert_array_equal(np.concatenate(list(inputs.make_dataset(
-        paths, None, 16, 3, keys=keys, cache=cache).as_numpy_iterator())), fresh)
-    assert cache.fill(paths, keys, 8)[0] != files[0]  # another size is another entry
-
-
-def test_stages_use_the_default_cache_and_an_empty_setting_turns_it_off(monkeypatch, tmp_path):
-    monkeypatch.delenv(inputs.CACHE_ENV, raising=False)
-    assert inputs.default_cache().root == Path(".unfreeze/cache")
-    monkeypatch.setenv(inputs.CACHE_ENV, str(tmp_path))
-    assert inputs.default_cache().root == tmp_path
-    monkeypatch.setenv(inputs.CACHE_ENV, "")
-    assert inputs.default_cache() is None
 
 
 def test_sixteen_bit_png_and_cmyk_jpeg_decode_to_8_bit_rgb(tmp_path):

@@ -52,14 +52,17 @@ def test_two_phase_recipe_then_evaluation(image_folder, tmp_path, monkeypatch, e
                                                       params.finetune, s2))
 
     out = tmp_path / "reports/evaluate"
-    metrics = evaluate_on_test(EvaluateParams(batch_size=5), tmp_path / "splits.parquet",
-                               ft_dir, out)
+    metrics = evaluate_on_test(EvaluateParams(batch_size=5, bootstrap=100),
+                               tmp_path / "splits.parquet", ft_dir, out)
     test_paths = [r["path"] for r in splits.to_pylist() if r["split"] == "test"]
     assert metrics["n_test"] == len(test_paths) == 6
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     preds = pq.read_table(out / "predictions.parquet")
     assert preds["path"].to_pylist() == test_paths  # same order as the splits file
     assert preds.num_rows == 6 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["bootstrap"]["resamples"] == 100
+    ci = metrics["ci95"]["accuracy"]  # (6 test images: wide, unless every one is right)
+    assert 0 <= ci["low"] <= metrics["accuracy"] <= ci["high"] <= 1
     probs = np.stack([preds["prob_cat"].to_numpy(), preds["prob_dog"].to_numpy()], axis=1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     direct = model2.predict(np.stack([_load(root / p) for p in test_paths]), verbose=0)

@@ -166,6 +166,7 @@ THRESHOLD_RULES = ("f1", "youden")
 THRESHOLD_HELP = ("a probability in (0, 1) such as 0.5, `f1`, `youden`, or a target such as "
                   "`recall>=0.95` / `precision>=0.9`")
 MAX_GRADCAM = 20
+MIN_RESAMPLES, MAX_RESAMPLES = 100, 100_000  # bootstrap resamples: fewer give ragged intervals
 
 
 def parse_threshold(value: float | str) -> tuple[str, float | None]:
@@ -201,6 +202,7 @@ class EvaluateParams:
     tta: Literal["none", "hflip", "flips"] = "none"  # test-time augmentation (mean of views)
     calibration: Literal["none", "temperature"] = "temperature"  # fitted on validation
     gradcam: int = 2  # Grad-CAM images per (class, correct / misclassified) cell; 0 = none
+    bootstrap: int = 1000  # resamples of the test images for each metric's 95% CI; 0 = none
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -208,6 +210,9 @@ class EvaluateParams:
         parse_threshold(self.threshold)
         if not 0 <= self.gradcam <= MAX_GRADCAM:
             fail("evaluate.gradcam", self.gradcam, f"an integer in 0 … {MAX_GRADCAM}")
+        if self.bootstrap != 0 and not MIN_RESAMPLES <= self.bootstrap <= MAX_RESAMPLES:
+            fail("evaluate.bootstrap", self.bootstrap,
+                 f"0 (no intervals) or an integer from {MIN_RESAMPLES} to {MAX_RESAMPLES}")
 
 
 @dataclass(frozen=True)

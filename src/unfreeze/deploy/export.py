@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from unfreeze.config.errors import ExportError
 from unfreeze.config.params import ExportParams
 from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
 from unfreeze.evaluation.inference import evaluation_rows
-from unfreeze.io import read_json, write_json
+from unfreeze.io import read_json, temp_dir, write_json
 from unfreeze.training.artifacts import META_FILE, MODEL_FILE, load_model, read_meta
 from unfreeze.training.inputs import load_images
 
@@ -138,7 +137,7 @@ def export_model(params: ExportParams, model_dir: Path, operating_point: Path,
         [model.predict_on_batch(images[i:i + batch_size].astype(np.float32))
          for i in range(0, len(images), batch_size)] or [np.zeros((0, len(point.classes)))]),
         point.temperature)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir(out_dir.parent, prefix=f".{out_dir.name}.")
     try:
         metrics = write_formats(params, model, tmp, images, reference, test.labels, point,
                                 batch_size)

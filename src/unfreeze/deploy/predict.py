@@ -113,11 +113,19 @@ def decode_inputs(files: list[Path], image_size: int) -> tuple[np.ndarray, list[
     return images, errors
 
 
+def calibrated(saved: SavedModel, images: np.ndarray, batch_size: int = 32,
+               tta: str | None = None) -> np.ndarray:
+    """Probabilities of decoded images at the stored operating point: the mean over its TTA
+    views (or ``tta``), then its temperature. What predict and explain both decide from."""
+    point = saved.point
+    views = predict_image_views(saved.model, images, batch_size,
+                                tta or (point.tta if point else "none"))
+    return apply_temperature(np.mean(views, axis=0), point.temperature if point else 1.0)
+
+
 def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
                   tta: str | None = None, progress: bool = True) -> pa.Table:
     """One row per file: path, predicted label, one probability per class, error."""
-    point = saved.point
-    tta = tta or (point.tta if point else "none")
     probs = np.full((len(files), len(saved.classes)), np.nan, np.float32)
     errors = [""] * len(files)
     chunk = max(batch_size * 8, 1)  # decoded images held at once; the progress bar's step
@@ -128,13 +136,11 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
         for i, error in zip(part, part_errors, strict=True):
             errors[i] = error
         if good:
-            views = predict_image_views(saved.model, images, batch_size, tta)
-            probs[good] = apply_temperature(np.mean(views, axis=0),
-                                            point.temperature if point else 1.0)
+            probs[good] = calibrated(saved, images, batch_size, tta)
     good = [i for i, error in enumerate(errors) if not error]
     predicted: list[str | None] = [None] * len(files)
     if good:
-        for i, k in zip(good, decide_classes(probs[good], point), strict=True):
+        for i, k in zip(good, decide_classes(probs[good], saved.point), strict=True):
             predicted[i] = saved.classes[k]
     columns = {"path": [str(f) for f in files], "predicted": predicted}
     for j, name in enumerate(saved.classes):
@@ -144,22 +150,26 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
     return pa.table(columns)
 
 
-def explain_files(saved: SavedModel, files: list[Path], out: Path
-                  ) -> tuple[Path, list[str]]:
-    """Grad-CAM grid of the usable ``files`` (title: the predicted class and its
-    probability); also returns, per file, "" or why it was skipped."""
+def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | None = None
+                  ) -> tuple[Path, list[str], list[str | None]]:
+    """Grad-CAM grid of the usable ``files``, each for the class ``predict`` names (same
+    loading, TTA, temperature and threshold); titles give it and its probability. Returns
+    the grid, per file "" or why it was skipped, and per file the class named (or None)."""
     images, errors = decode_inputs(files, saved.image_size)
     good = [i for i, error in enumerate(errors) if not error]
     if not good:
         reasons = "; ".join(f"{f}: {e}" for f, e in zip(files, errors, strict=True))
         raise PredictError(f"no readable image to explain ({reasons}); images: "
                            + ", ".join(ACCEPTED_FORMATS))
-    heat, probs = gradcam(saved.model, images.astype(np.float32))
-    titles = []
-    for row, i in enumerate(good):
-        pred = int(probs[row].argmax())
-        titles.append(f"{files[i].name[:24]}\n{saved.classes[pred]} ({probs[row, pred]:.2f})")
-    return plot_grid(out, images.astype(np.float32), heat, titles), errors
+    probs = calibrated(saved, images, tta=tta)
+    chosen = decide_classes(probs, saved.point)
+    heat, _ = gradcam(saved.model, images.astype(np.float32), chosen)
+    titles = [f"{files[i].name[:24]}\n{saved.classes[k]} ({probs[row, k]:.2f})"
+              for row, (i, k) in enumerate(zip(good, chosen, strict=True))]
+    named: list[str | None] = [None] * len(files)
+    for i, k in zip(good, chosen, strict=True):
+        named[i] = saved.classes[k]
+    return plot_grid(out, images.astype(np.float32), heat, titles), errors, named
 
 
 def _progress(chunks: range, total: int, chunk: int, enabled: bool):

@@ -15,6 +15,7 @@ import numpy as np
 from unfreeze.config.params import METRIC_NAMES, EvaluateParams
 from unfreeze.dataset.rows import Rows, is_split
 from unfreeze.dataset.splits import leakage_checks
+from unfreeze.evaluation.bootstrap import LEVEL, metric_intervals
 from unfreeze.evaluation.calibrate import (
     OperatingPoint,
     apply_temperature,
@@ -35,6 +36,8 @@ from unfreeze.evaluation.plots import plot_reliability, plot_test_pngs
 from unfreeze.io import write_csv, write_json, write_parquet
 from unfreeze.training.artifacts import MODEL_FILE, load_model
 from unfreeze.training.inputs import load_images
+
+BOOTSTRAP_SEED = 0  # fixed: the interval of the same predictions never moves
 
 
 def compare_settings(y_true: np.ndarray, probs_by_tta: dict[str, np.ndarray],
@@ -73,6 +76,12 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     y_pred = decide_classes(probs, point)
     positive = point.positive_class or params.positive_class
     metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
+    if params.bootstrap:
+        metrics["ci95"] = metric_intervals(test.labels, probs, y_pred, classes, positive,
+                                           params.bootstrap, BOOTSTRAP_SEED)
+        metrics["bootstrap"] = {"resamples": params.bootstrap, "seed": BOOTSTRAP_SEED,
+                                "level": LEVEL, "method": "percentile, class-stratified, "
+                                "over test images, operating point fixed"}
     metrics |= {"threshold": point.threshold, "threshold_rule": point.threshold_rule,
                 "temperature": point.temperature, "tta": params.tta, "n_val": len(val.paths),
                 "ece": expected_calibration_error(test.labels, probs),

@@ -1,10 +1,14 @@
-"""Promotion: a new model replaces the production one only when it beats it on the test metric.
+"""Promotion: a new model replaces the production one only when it beats it on the test metric;
+releases can be listed and switched back.
 
 Layout of the production folder::
 
-    production/releases/<id>/   model.keras, meta.json, metrics.json of one promoted model
-    production/current          symlink to the promoted release (swapped atomically)
-    production/history.parquet  one row per decision: promoted, rejected or unchanged
+    production/releases/<id>/   the whole bundle of one promoted model (what `export` wrote and
+                                checked: model.keras, meta.json, labels.txt, saved_model/,
+                                TFLite files …; model.keras + meta.json without export) and
+                                its metrics.json
+    production/current          symlink to the release in use (swapped atomically)
+    production/history.parquet  one row per decision: promoted, rejected, unchanged, switched
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unfreeze.io import sha256_file, write_parquet
+from unfreeze.config.errors import UnfreezeError
+from unfreeze.io import read_json, sha256_file, write_json, write_parquet
 
-MODEL_FILES = ("model.keras", "meta.json")
+REQUIRED_FILES = ("model.keras", "meta.json")
+
+
+class ReleaseError(UnfreezeError, ValueError):
+    """A release that does not exist or is incomplete; the message lists the ones there are."""
 
 
 @dataclass(frozen=True)
 class Decision:
     """One promotion decision, as recorded in ``history.parquet``."""
 
-    decision: str  # promoted | rejected | unchanged
+    decision: str  # promoted | rejected | unchanged | switched
     metric: str
     new_value: float | None
     current_value: float | None
@@ -87,24 +96,70 @@ def promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
 
 
 def publish(model_dir: Path, metrics: dict, production: Path) -> str:
-    """Copy the model into a new release folder, then swap ``current`` to it atomically."""
+    """Copy the whole bundle into a new release folder, then point ``current`` at it."""
     releases = production / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}-{metrics['model_sha256'][:8]}"
     staging = releases / f".{name}.tmp-{uuid.uuid4().hex[:6]}"
-    staging.mkdir()
     try:
-        for file in MODEL_FILES:
-            shutil.copy2(model_dir / file, staging / file)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        shutil.copytree(model_dir, staging)
+        write_json(staging / "metrics.json", metrics)
         os.replace(staging, releases / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    point_current(production, name)
+    return name
+
+
+def point_current(production: Path, name: str) -> None:
+    """Swap ``current`` to ``releases/<name>`` atomically: readers see the old or the new."""
     tmp_link = production / f".current.tmp-{uuid.uuid4().hex[:6]}"
     os.symlink(Path("releases") / name, tmp_link)
-    os.replace(tmp_link, production / "current")  # readers see the old or the new, never none
-    return name
+    os.replace(tmp_link, production / "current")
+
+
+def list_releases(production: Path) -> list[dict]:
+    """Every complete release in the order it was promoted: name, metrics, whether current."""
+    current = current_release(production)
+    folder = production / "releases"
+    promoted = [r["release"] for r in read_history(production) if r["decision"] == "promoted"]
+    names = sorted((p.name for p in folder.iterdir()
+                    if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else [],
+                   key=lambda n: (promoted.index(n) if n in promoted else len(promoted), n))
+    return [{"name": name, "current": current is not None and current.name == name,
+             "metrics": _metrics(folder / name)} for name in names
+            if all((folder / name / f).is_file() for f in REQUIRED_FILES)]
+
+
+def use_release(production: Path, name: str, metric: str) -> Decision:
+    """Point ``current`` at an earlier (or any) complete release; record it in the history."""
+    known = [r["name"] for r in list_releases(production)]
+    if name not in known:
+        raise ReleaseError(f"release {name!r} is not in {production / 'releases'}; releases: "
+                           + (", ".join(known) or "none (nothing was promoted yet)"))
+    previous = current_release(production)
+    release = production / "releases" / name
+    chosen = _metrics(release)
+    before = _metrics(previous) if previous else {}
+    point_current(production, name)
+    record = Decision("switched", metric, chosen.get(metric), before.get(metric), 0.0,
+                      sha256_file(release / "model.keras"), name,
+                      f"`unfreeze release use {name}` (was {previous.name if previous else '—'})",
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    append_history(production / "history.parquet", record)
+    return record
+
+
+def read_history(production: Path) -> list[dict]:
+    """Every decision recorded, oldest first."""
+    path = production / "history.parquet"
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def _metrics(release: Path) -> dict:
+    path = release / "metrics.json"
+    return read_json(path) if path.is_file() else {}
 
 
 def append_history(path: Path, record: Decision) -> None:

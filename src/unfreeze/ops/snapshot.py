@@ -60,7 +60,8 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_table(root: str | Path) -> list[dict]:
-    """Rows of test metric, CV mean, std and 95% CI, for a Prefect table artifact."""
+    """Rows of test metric with its bootstrap 95% CI, CV mean, std and 95% CI, for a Prefect
+    table artifact."""
     root = Path(root)
     test = _read(root / TEST_METRICS)
     cv = _read(root / CV_METRICS).get("metrics", {})
@@ -68,8 +69,11 @@ def summary_table(root: str | Path) -> list[dict]:
     for name in METRIC_NAMES:
         agg = cv.get(name, {})
         ci = agg.get("ci95") or [None, None]
-        rows.append({"metric": name, "test": test.get(name), "cv_mean": agg.get("mean"),
-                     "cv_std": agg.get("std"), "cv_ci95_low": ci[0], "cv_ci95_high": ci[1]})
+        test_ci = (test.get("ci95") or {}).get(name) or {}
+        rows.append({"metric": name, "test": test.get(name),
+                     "test_ci95_low": test_ci.get("low"), "test_ci95_high": test_ci.get("high"),
+                     "cv_mean": agg.get("mean"), "cv_std": agg.get("std"),
+                     "cv_ci95_low": ci[0], "cv_ci95_high": ci[1]})
     return rows
 
 

@@ -1,6 +1,7 @@
 """Training: a model trained by the two-phase recipe and saved with its meta.json.
 
-The tf.data input pipeline and decoded-image cache (``inputs``), the InceptionV3 model and
+The tf.data input pipeline (``inputs``) and its decoded-image cache (``cache``, no
+TensorFlow: `unfreeze cache` reads it), the InceptionV3 model and
 unfreezing (``model``), feature caching (``features``), the fit loop with dvclive (``fit``),
 per-epoch backups (``backup``), distribution strategies (``distribute``), the two phases
 (``recipe``) and model files (``artifacts``). Imports config, io and dataset only.

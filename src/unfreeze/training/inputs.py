@@ -3,7 +3,8 @@
 Images are decoded as 3-channel RGB (grayscale and palette expanded, alpha dropped, GIF first
 frame), resized to a square ``image_size`` with antialiased bilinear filtering and rounded to
 uint8. Rows with a content hash (``keys``: the manifest's sha256) are decoded once into the
-:class:`DecodedCache` on disk and read back from there by every later epoch, stage and fold.
+decoded-image cache on disk (:mod:`unfreeze.training.cache`) and read back from there by every
+later epoch, stage and fold.
 Batches reach the model as float32 raw pixels in [0, 255]; the model does its own
 ``preprocess_input``. Training augmentation composes rotation, shift, shear, zoom and flips
 into one affine matrix per image and warps each image once (ImageDataGenerator semantics).
@@ -14,24 +15,24 @@ up with the manifest rows one to one.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
-from unfreeze.io import write_atomic
+from unfreeze.training.cache import DecodedCache, default_cache
 from unfreeze.training.distribute import batch_sizes
 
 AUTOTUNE = tf.data.AUTOTUNE
-CACHE_ENV = "UNFREEZE_CACHE_DIR"
-DEFAULT_CACHE_DIR = ".unfreeze/cache"
 
 
 def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Read one file and return a (size, size, 3) uint8 image."""
+    """Read one file and return a (size, size, 3) uint8 image.
+
+    Cached results are keyed by :data:`unfreeze.training.cache.DECODER`: bump its
+    ``DECODE_VERSION`` with any change here, or the cache would serve the old pixels.
+    """
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
@@ -45,49 +46,11 @@ def read_decoded(path: tf.Tensor, image_size: int) -> tf.Tensor:
                            [image_size, image_size, 3])  # 1-channel files hold gray images
 
 
-class DecodedCache:
-    """Decoded, resized images as raw uint8 files named by content hash and size.
-
-    ``<root>/<size>px/<sha[:2]>/<sha>.u8`` holds ``size*size`` bytes for a gray image (all
-    channels equal) or ``size*size*3`` for a colour one. The name is the image's content, so
-    the cache never goes stale, identical images share one file, and concurrent writers (CV
-    folds) write the same bytes; every file is written atomically.
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def file(self, key: str, image_size: int) -> Path:
-        """Where the decoded image of content hash ``key`` at ``image_size`` lives."""
-        return self.root / f"{image_size}px" / key[:2] / f"{key}.u8"
-
-    def fill(self, paths: Sequence[str], keys: Sequence[str], image_size: int) -> list[str]:
-        """Decode the images not cached yet; return the cache file of every row, in order."""
-        if len(keys) != len(paths):
-            raise ValueError(f"{len(keys)} keys for {len(paths)} paths")
-        files = [self.file(key, image_size) for key in keys]
-        sizes = (image_size * image_size, image_size * image_size * 3)
-        missing: dict[Path, str] = {}
-        for path, file in zip(paths, files, strict=True):
-            if file not in missing and not (file.is_file() and file.stat().st_size in sizes):
-                missing[file] = path
-        if missing:
-            decoded = tf.data.Dataset.from_tensor_slices(list(missing.values())).map(
-                lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
-                deterministic=True).prefetch(AUTOTUNE)
-            for file, image in zip(missing, decoded.as_numpy_iterator(), strict=True):
-                gray = bool((image == image[..., :1]).all())
-                data = (image[..., :1] if gray else image).tobytes()
-                write_atomic(file, lambda tmp, data=data: tmp.write_bytes(data))
-            print(f"decoded cache: {len(missing)} new of {len(set(files))} images at "
-                  f"{image_size}px in {self.root}", flush=True)
-        return [str(file) for file in files]
-
-
-def default_cache() -> DecodedCache | None:
-    """The cache under ``$UNFREEZE_CACHE_DIR`` (default ``.unfreeze/cache``); "" turns it off."""
-    root = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
-    return DecodedCache(root) if root else None
+def decode_all(paths: list[str], image_size: int) -> Iterable[np.ndarray]:
+    """Each of ``paths`` decoded and resized (:func:`decode_resize`), in order, in parallel."""
+    return tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string)).map(
+        lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
+        deterministic=True).prefetch(AUTOTUNE).as_numpy_iterator()
 
 
 def random_transforms(seed: tf.Tensor, n: tf.Tensor, height: int, width: int,
@@ -181,7 +144,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     """
     cache = cache or (default_cache() if keys is not None else None)
     if keys is not None and cache is not None:
-        sources, load_one = cache.fill(paths, keys, image_size), read_decoded
+        sources, load_one = cache.fill(paths, keys, image_size, decode_all), read_decoded
     else:
         sources, load_one = list(paths), decode_resize
     ds = tf.data.Dataset.from_tensor_slices(sources)

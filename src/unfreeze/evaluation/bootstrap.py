@@ -1,0 +1,51 @@
+"""Uncertainty of test numbers: class-stratified bootstrap intervals over the test images.
+
+A resample draws, within each true class, as many images as the class has, with
+replacement: every resample keeps the class counts, so ROC-AUC and balanced accuracy stay
+defined and comparable. The interval is the 2.5th and 97.5th percentile of the metric over the
+resamples (percentile bootstrap). Seeded: the same predictions give the same interval.
+Pure functions of labels and probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from unfreeze.config.params import METRIC_NAMES
+from unfreeze.evaluation.metrics import compute_metrics
+
+LEVEL = 0.95
+
+
+def stratified_resamples(y_true: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """``resamples`` index arrays, each drawing every class's own size from that class."""
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
+    for _ in range(resamples):
+        yield np.concatenate([rng.choice(rows, size=len(rows), replace=True)
+                              for rows in by_class])
+
+
+def percentile_interval(values: list[float | None]) -> dict[str, float] | None:
+    """The central :data:`LEVEL` interval of ``values`` as ``{"low", "high"}``; None when a
+    resample left the metric undefined (it is then undefined on the test set too)."""
+    if not values or any(v is None for v in values):
+        return None
+    tail = (1.0 - LEVEL) / 2 * 100
+    low, high = np.percentile(np.asarray(values, dtype=np.float64), [tail, 100 - tail])
+    return {"low": float(low), "high": float(high)}
+
+
+def metric_intervals(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray,
+                     classes: list[str], positive: str | None, resamples: int, seed: int
+                     ) -> dict[str, dict[str, float] | None]:
+    """95 % interval of each headline metric (``METRIC_NAMES``) of these test predictions,
+    with the decisions ``y_pred`` kept per image (the operating point is not refitted)."""
+    draws: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+    for rows in stratified_resamples(y_true, resamples, seed):
+        m = compute_metrics(y_true[rows], probs[rows], classes, positive, y_pred[rows])
+        for name in METRIC_NAMES:
+            draws[name].append(m.get(name))
+    return {name: percentile_interval(values) for name, values in draws.items()}
