@@ -8,8 +8,8 @@
 - ``unfreeze explain --model M IMAGE… --out grid.png``: Grad-CAM heatmaps of given images.
 - ``unfreeze report``: write reports/index.html from whatever reports exist.
 - ``unfreeze cache [--prune] [--clear]``: the decoded-image cache's size; prune it to its limit.
-- ``unfreeze release list`` / ``unfreeze release use NAME``: the promoted releases and their
-  history; point ``production/current`` back (or forward) at one.
+- ``unfreeze release list`` / ``use NAME`` / ``unpin``: the promoted releases and their
+  history; point ``production/current`` back (or forward) at one and pin it; unpin.
 - ``unfreeze deploy-folds --pool POOL``: deploy the per-fold flow to a Prefect work pool.
 - ``unfreeze worker --pool POOL``: a Prefect worker for fold runs, in this clone.
 - ``unfreeze remote-cv --deployment unfreeze-fold/NAME``: cross-validate with the folds run
@@ -93,13 +93,17 @@ def _add_model_commands(sub) -> None:
     report.add_argument("--out", default="reports/index.html")
     cache = sub.add_parser("cache", help="size of the decoded-image cache; prune or clear it "
                            "($UNFREEZE_CACHE_DIR, limit $UNFREEZE_CACHE_MAX)")
-    cache.add_argument("--prune", action="store_true", help="remove entries of older decoder "
-                       "versions, then least recently used ones until under the limit")
+    cache.add_argument("--prune", action="store_true", help="remove idle entries of other "
+                       "decoders, then least recently used ones until under the limit; "
+                       "entries used in the last 24 h stay (a running stage may read them)")
     cache.add_argument("--max", default=None, help="limit for this prune, e.g. 1G (default: "
                        "$UNFREEZE_CACHE_MAX, else 4G)")
-    cache.add_argument("--clear", action="store_true", help="remove every entry")
+    cache.add_argument("--force", action="store_true", help="with --prune: recent entries "
+                       "too (only when no stage is running)")
+    cache.add_argument("--clear", action="store_true", help="remove every entry (no stage "
+                       "may be running)")
     release = sub.add_parser("release", help="list the promoted releases, or switch to one")
-    release.add_argument("action", choices=("list", "use"))
+    release.add_argument("action", choices=("list", "use", "unpin"))
     release.add_argument("name", nargs="?", help="with `use`: the release to switch to")
     release.add_argument("--project", default=".", help="project root (with params.yaml)")
 
@@ -172,16 +176,21 @@ def _predict(args: argparse.Namespace) -> int:
 
     files = pred.expand_inputs(args.inputs)
     saved = pred.load_saved(args.model)
-    if saved.point is None:
-        print(f"note: {args.model} has no operating point stored with it (threshold, "
-              "temperature): predicting the arg-max class; the exported model "
-              "(models/export) has one", file=sys.stderr)
+    _note_no_operating_point(saved, args.model)
     table = pred.predict_files(saved, files, args.batch_size, args.tta,
                                progress=not args.no_progress)
     pred.write_table(table, out)
     failed = sum(e is not None for e in table["error"].to_pylist())
     print(f"{out}: {table.num_rows} rows, {failed} unreadable")
     return 0
+
+
+def _note_no_operating_point(saved, model: str) -> None:
+    """Say so when a model decides by arg-max because it has no stored operating point."""
+    if saved.point is None:
+        print(f"note: {model} has no operating point stored with it (threshold, "
+              "temperature): deciding the arg-max class; the exported model "
+              "(models/export) has one", file=sys.stderr)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -191,6 +200,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     files = pred.expand_inputs(args.images)
     saved = pred.load_saved(args.model)
+    _note_no_operating_point(saved, args.model)
     written, errors, named = pred.explain_files(saved, files, out, args.tta)
     for file, error, name in zip(files, errors, named, strict=True):
         if error:
@@ -203,24 +213,26 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     """`cache`: what the decoded-image cache holds, by decoder version and image size."""
-    from unfreeze.training.cache import default_cache, parse_size
+    from unfreeze.training.cache import RECENT, default_cache, parse_size
 
     cache = default_cache()
     if cache is None:
         print("decoded-image cache is off (UNFREEZE_CACHE_DIR is empty)")
         return 0
+    if args.max:
+        cache.max_bytes = parse_size(args.max, "--max")
     if args.clear:
-        cache.clear()
+        print(f"cleared {cache.clear()} files")
     elif args.prune:
-        removed, freed = cache.prune(parse_size(args.max) if args.max else None,
-                                     drop_stale=True)
+        removed, freed = cache.prune(drop_stale=True, recent=0 if args.force else RECENT)
         print(f"pruned {removed} files, {freed / 1e6:.1f} MB")
     info = cache.summary()
     limit = f"{info['max_bytes'] / 1e6:.0f} MB" if info["max_bytes"] else "none"
     print(f"{info['root']}: {info['files']} files, {info['bytes'] / 1e6:.1f} MB "
           f"(limit {limit}; current decoder {info['decoder']})")
     for name, group in sorted(info["groups"].items()):
-        stale = "" if name.startswith(info["decoder"]) else "  (older decoder: never read)"
+        stale = ("" if name.split("/")[0] == info["decoder"]
+                 else "  (other decoder: never read)")
         print(f"  {name:<48} {group['files']:>7} files {group['bytes'] / 1e6:>10.1f} MB{stale}")
     return 0
 
@@ -237,7 +249,12 @@ def _release(args: argparse.Namespace) -> int:
         if not args.name:
             return _fail("release use: give the release name (see `unfreeze release list`)")
         decision = promote.use_release(production, args.name, params.metric)
-        print(f"current -> {decision.release} ({decision.reason})")
+        print(f"current -> {decision.release} ({decision.reason}; retrains will not promote "
+              "until `unfreeze release unpin`)")
+        return 0
+    if args.action == "unpin":
+        promote.unpin(production, params.metric)
+        print("unpinned: the next better model is promoted again")
         return 0
     for release in promote.list_releases(production):
         value = release["metrics"].get(params.metric)

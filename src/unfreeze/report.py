@@ -181,7 +181,8 @@ def interval_table(m: dict) -> str:
     ci = m.get("ci95") or {}
     boot = m.get("bootstrap") or {}
     note = (f"95% interval: {boot['resamples']} class-stratified bootstrap resamples of the "
-            "test images" if boot else "no intervals (evaluate.bootstrap: 0)")
+            "test images" if boot else "no intervals in this metrics.json (evaluate.bootstrap: "
+            "0, or written before 0.2)")
     rows = [[name, m.get(name), *((ci.get(name) or {}).get(k) for k in ("low", "high"))]
             for name in METRIC_NAMES]
     return table(["metric", "test", "95% CI low", "95% CI high"], rows) + f"<p>{note}</p>"

@@ -118,9 +118,9 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
         group_splits.setdefault(r["group"], set()).add(r["split"])
     assert all(len(v) == 1 for v in group_splits.values())  # split.group_by: group
     # every image was decoded once into the content-keyed cache, at the model's size
-    from unfreeze.training.cache import DECODER
+    from unfreeze.training.cache import decoder
 
-    cached = {f.stem for f in (project / ".unfreeze/cache" / DECODER / "75px").glob("*/*.u8")}
+    cached = {f.stem for f in (project / ".unfreeze/cache" / decoder() / "75px").glob("*/*.u8")}
     assert cached == {r["sha256"] for r in splits}
 
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())

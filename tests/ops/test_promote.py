@@ -3,6 +3,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from unfreeze.config.errors import ReleaseError
 from unfreeze.ops import promote
 
 
@@ -60,10 +61,12 @@ def test_a_release_is_the_whole_bundle(tmp_path):
     (bundle / "saved_model/variables").mkdir(parents=True)
     (bundle / "saved_model/saved_model.pb").write_bytes(b"pb")
     (bundle / "model.tflite").write_bytes(b"tflite")
+    (bundle / ".model.x1.tmp.keras").write_bytes(b"a killed write's leftover")
     prod = tmp_path / "production"
     promote.promote(bundle, bundle / "metrics.json", prod, "roc_auc", 0.0)
     release = (prod / "current").resolve()
     released = {p.relative_to(release).as_posix() for p in release.rglob("*")}
+    assert json.loads((release / "metrics.json").read_text())["model_sha256"]
     assert released == {"model.keras", "meta.json", "metrics.json", "labels.txt",
                         "model.tflite", "saved_model", "saved_model/variables",
                         "saved_model/saved_model.pb"}
@@ -83,5 +86,15 @@ def test_release_use_switches_current_back_and_records_it(tmp_path):
     assert releases[1]["name"] in back.reason
     assert [r["decision"] for r in promote.read_history(prod)] == ["promoted", "promoted",
                                                                    "switched"]
-    with pytest.raises(promote.ReleaseError, match="releases: " + releases[0]["name"]):
+    with pytest.raises(ReleaseError, match="releases: " + releases[0]["name"]):
         promote.use_release(prod, "20990101T000000Z-nothere", "roc_auc")
+
+    # the rollback stays: a retrain of a better model is recorded as pinned, not promoted
+    third = model_dir(tmp_path, "m3", b"three", roc_auc=0.95)
+    held = promote.promote(third, third / "metrics.json", prod, "roc_auc", 0.0)
+    assert held.decision == "pinned" and "release unpin" in held.reason
+    assert (prod / "current/model.keras").read_bytes() == b"one"
+    assert promote.unpin(prod, "roc_auc").decision == "unpinned"
+    assert promote.promote(third, third / "metrics.json", prod, "roc_auc", 0.0).decision == \
+        "promoted"
+    assert (prod / "current/model.keras").read_bytes() == b"three"

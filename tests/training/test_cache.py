@@ -63,7 +63,7 @@ def images(folder: Path, n: int, size: int = 20) -> tuple[list[str], list[str]]:
         path = folder / f"{i}.png"
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
-    return paths, [f"{i:02d}key" for i in range(n)]
+    return paths, [f"{i:02x}{'ab' * 4}" for i in range(n)]  # content hashes are hex
 
 
 def test_a_new_decoder_version_decodes_afresh_and_never_reads_old_pixels(
@@ -74,12 +74,34 @@ def test_a_new_decoder_version_decodes_afresh_and_never_reads_old_pixels(
     assert "3 new of 3" in capsys.readouterr().out
     cache.fill(paths, keys, 8, inputs.decode_all)
     assert "new" not in capsys.readouterr().out  # all from the cache
-    monkeypatch.setattr(cache_lib, "DECODER", "v2-changed-resize")
+    monkeypatch.setattr(cache_lib, "decoder", lambda: "v2-changed-resize-tf9")
     second = cache.fill(paths, keys, 8, inputs.decode_all)
     assert "3 new of 3" in capsys.readouterr().out  # decoded again by the "new code"
     assert not set(first) & set(second) and all(Path(f).is_file() for f in first)
     assert cache.prune(drop_stale=True) == (3, 3 * 8 * 8 * 3)  # the old decoder's files
     assert not any(Path(f).exists() for f in first)
+
+
+def test_the_decoder_name_carries_the_code_version_and_the_tensorflow_release():
+    import tensorflow as tf
+
+    assert cache_lib.decoder() == (f"v{cache_lib.DECODE_VERSION}-{cache_lib.DECODE_SETTINGS}"
+                                   f"-tf{tf.__version__}")
+
+
+def test_only_cache_entries_are_ever_removed(tmp_path):
+    paths, keys = images(tmp_path, 2)
+    root = tmp_path / "shared"
+    cache = DecodedCache(root, max_bytes=1)
+    other = root / "notes.txt"
+    other.parent.mkdir(parents=True)
+    other.write_text("not a cache entry")
+    tmp_write = root / cache_lib.decoder() / "8px/00/.00abab.tmp.u8"  # another's write
+    tmp_write.parent.mkdir(parents=True)
+    tmp_write.write_bytes(b"half")
+    cache.fill(paths, keys, 8, inputs.decode_all)
+    assert cache.prune(recent=0) == (2, 2 * 8 * 8 * 3)
+    assert cache.clear() == 0 and other.read_text() and tmp_write.exists()
 
 
 def test_the_least_recently_used_entries_go_first_and_the_running_set_stays(tmp_path):
@@ -97,7 +119,7 @@ def test_the_least_recently_used_entries_go_first_and_the_running_set_stays(tmp_
     assert cache.prune(max_bytes=3 * entry, recent=cache_lib.RECENT) == (0, 0)
     assert cache.summary()["bytes"] == 4 * entry
     assert cache.prune(max_bytes=3 * entry, keep={Path(f) for f in new}) == (1, entry)
-    assert cache.fill(paths, keys, 8, inputs.decode_all)  # all six needed now: kept all
+    cache.fill(paths, keys, 8, inputs.decode_all)  # all six needed now: none goes
     assert len(cache.entries()) == 6
 
 
@@ -105,3 +127,9 @@ def test_the_least_recently_used_entries_go_first_and_the_running_set_stays(tmp_
                                              ("1.5g", 3 << 29), ("0", 0), ("2048", 2048)])
 def test_sizes_are_read_in_binary_units(text, size):
     assert cache_lib.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "-1G", "0.5", "4X"])
+def test_a_size_that_is_not_one_is_refused_by_name(text):
+    with pytest.raises(ParamsError, match=f"UNFREEZE_CACHE_MAX={text!r}"):
+        cache_lib.parse_size(text)

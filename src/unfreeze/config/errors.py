@@ -34,3 +34,7 @@ class PredictError(UnfreezeError, ValueError):
 
 class ScaleOutError(UnfreezeError, RuntimeError):
     """A git, DVC or Prefect step of the scale-out failed; the message says which and why."""
+
+
+class ReleaseError(UnfreezeError, ValueError):
+    """A release that does not exist or is incomplete; the message lists the ones there are."""

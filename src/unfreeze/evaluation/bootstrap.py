@@ -44,6 +44,8 @@ def metric_intervals(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray,
     """95 % interval of each headline metric (``METRIC_NAMES``) of these test predictions,
     with the decisions ``y_pred`` kept per image (the operating point is not refitted)."""
     draws: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+    if not len(y_true):  # nothing to resample: no interval
+        return {name: None for name in METRIC_NAMES}
     for rows in stratified_resamples(y_true, resamples, seed):
         m = compute_metrics(y_true[rows], probs[rows], classes, positive, y_pred[rows])
         for name in METRIC_NAMES:

@@ -8,7 +8,13 @@ Layout of the production folder::
                                 TFLite files …; model.keras + meta.json without export) and
                                 its metrics.json
     production/current          symlink to the release in use (swapped atomically)
-    production/history.parquet  one row per decision: promoted, rejected, unchanged, switched
+    production/pinned           present after `unfreeze release use`: retrains do not promote
+                                until `unfreeze release unpin` (a rollback stays rolled back)
+    production/history.parquet  one row per decision: promoted, rejected, unchanged, pinned,
+                                switched, unpinned
+
+Every change of ``current`` and of the history holds ``production/.lock``: a promotion and a
+`release use` never interleave.
 """
 
 from __future__ import annotations
@@ -23,22 +29,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
-from unfreeze.config.errors import UnfreezeError
-from unfreeze.io import read_json, sha256_file, write_json, write_parquet
+from unfreeze.config.errors import ReleaseError
+from unfreeze.io import permissions, read_json, sha256_file, write_json, write_parquet
 
 REQUIRED_FILES = ("model.keras", "meta.json")
-
-
-class ReleaseError(UnfreezeError, ValueError):
-    """A release that does not exist or is incomplete; the message lists the ones there are."""
+PIN_FILE = "pinned"
 
 
 @dataclass(frozen=True)
 class Decision:
     """One promotion decision, as recorded in ``history.parquet``."""
 
-    decision: str  # promoted | rejected | unchanged | switched
+    decision: str  # promoted | rejected | unchanged | pinned | switched | unpinned
     metric: str
     new_value: float | None
     current_value: float | None
@@ -72,9 +76,24 @@ def current_release(production: Path) -> Path | None:
     return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
 
 
+def lock(production: Path) -> FileLock:
+    """The lock every change of ``current`` and of the history takes."""
+    production.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(production / ".lock"))
+
+
 def promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
             min_improvement: float) -> Decision:
-    """Compare, then (only if better) publish the model and its metrics; record the decision."""
+    """Compare, then (only if better) publish the model and its metrics; record the decision.
+
+    While a release is pinned (`unfreeze release use`) nothing is promoted: ``pinned``.
+    """
+    with lock(production):
+        return _promote(model_dir, metrics_path, production, metric, min_improvement)
+
+
+def _promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
+             min_improvement: float) -> Decision:
     new_metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     model_hash = sha256_file(model_dir / "model.keras")
     current = current_release(production)
@@ -83,6 +102,10 @@ def promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
     same = current is not None and current_metrics.get("model_sha256") == model_hash
     decision, reason = decide_promotion(metric, new_metrics.get(metric),
                                         current_metrics.get(metric), min_improvement, same)
+    if decision == "promoted" and (production / PIN_FILE).is_file():
+        decision, reason = "pinned", (f"{reason}, but {current.name if current else 'a release'}"
+                                      " is pinned by `unfreeze release use`; run `unfreeze "
+                                      "release unpin` to let retrains promote again")
     release = ""
     if decision == "promoted":
         release = publish(model_dir, new_metrics | {"model_sha256": model_hash}, production)
@@ -102,8 +125,9 @@ def publish(model_dir: Path, metrics: dict, production: Path) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}-{metrics['model_sha256'][:8]}"
     staging = releases / f".{name}.tmp-{uuid.uuid4().hex[:6]}"
-    try:
-        shutil.copytree(model_dir, staging)
+    try:  # hidden leftovers of killed writes (.name.tmp…) are not part of the bundle
+        shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
+        os.chmod(staging, permissions(directory=True))
         write_json(staging / "metrics.json", metrics)
         os.replace(staging, releases / name)
     finally:
@@ -124,8 +148,8 @@ def list_releases(production: Path) -> list[dict]:
     current = current_release(production)
     folder = production / "releases"
     promoted = [r["release"] for r in read_history(production) if r["decision"] == "promoted"]
-    names = sorted((p.name for p in folder.iterdir()
-                    if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else [],
+    names = sorted((p.name for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
+                    and not p.name.startswith(".")) if folder.is_dir() else [],
                    key=lambda n: (promoted.index(n) if n in promoted else len(promoted), n))
     return [{"name": name, "current": current is not None and current.name == name,
              "metrics": _metrics(folder / name)} for name in names
@@ -133,19 +157,38 @@ def list_releases(production: Path) -> list[dict]:
 
 
 def use_release(production: Path, name: str, metric: str) -> Decision:
-    """Point ``current`` at an earlier (or any) complete release; record it in the history."""
-    known = [r["name"] for r in list_releases(production)]
-    if name not in known:
-        raise ReleaseError(f"release {name!r} is not in {production / 'releases'}; releases: "
-                           + (", ".join(known) or "none (nothing was promoted yet)"))
-    previous = current_release(production)
-    release = production / "releases" / name
-    chosen = _metrics(release)
-    before = _metrics(previous) if previous else {}
-    point_current(production, name)
-    record = Decision("switched", metric, chosen.get(metric), before.get(metric), 0.0,
-                      sha256_file(release / "model.keras"), name,
-                      f"`unfreeze release use {name}` (was {previous.name if previous else '—'})",
+    """Point ``current`` at an earlier (or any) complete release and pin it (retrains then do
+    not promote until :func:`unpin`); record the switch in the history."""
+    with lock(production):
+        known = [r["name"] for r in list_releases(production)]
+        if name not in known:
+            raise ReleaseError(f"release {name!r} is not in {production / 'releases'}; "
+                               "releases: " + (", ".join(known) or "none (nothing promoted yet)"))
+        previous = current_release(production)
+        release = production / "releases" / name
+        before = _metrics(previous) if previous else {}
+        point_current(production, name)
+        write_json(production / PIN_FILE, {"release": name})
+        return _record(production, "switched", metric, _metrics(release).get(metric),
+                       before.get(metric), sha256_file(release / "model.keras"), name,
+                       f"`unfreeze release use {name}` (was "
+                       f"{previous.name if previous else '—'}); pinned")
+
+
+def unpin(production: Path, metric: str) -> Decision:
+    """Let retrains promote again (the current release stays until a better one comes)."""
+    with lock(production):
+        current = current_release(production)
+        (production / PIN_FILE).unlink(missing_ok=True)
+        value = _metrics(current).get(metric) if current else None
+        return _record(production, "unpinned", metric, value, value,
+                       sha256_file(current / "model.keras") if current else "",
+                       current.name if current else "", "`unfreeze release unpin`")
+
+
+def _record(production: Path, decision: str, metric: str, new: float | None,
+            old: float | None, sha: str, release: str, reason: str) -> Decision:
+    record = Decision(decision, metric, new, old, 0.0, sha, release, reason,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
     append_history(production / "history.parquet", record)
     return record

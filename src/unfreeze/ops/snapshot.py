@@ -31,6 +31,8 @@ def snapshot(root: str | Path) -> dict[str, dict[str, float]]:
         path = Path(root) / rel
         if path.is_file():
             data = read_json(path)
+            if rel == TEST_METRICS:  # intervals move with every point value: noise in a diff
+                data = {k: v for k, v in data.items() if k not in ("ci95", "bootstrap")}
             if rel == CV_METRICS:  # per-fold value lists are noise in a diff
                 data = {k: v for k, v in data.items() if k != "metrics"} | {
                     "metrics": {m: {k: v[k] for k in ("mean", "std")}

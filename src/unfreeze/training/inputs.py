@@ -30,7 +30,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     """Read one file and return a (size, size, 3) uint8 image.
 
-    Cached results are keyed by :data:`unfreeze.training.cache.DECODER`: bump its
+    Cached results are keyed by :func:`unfreeze.training.cache.decoder`: bump its
     ``DECODE_VERSION`` with any change here, or the cache would serve the old pixels.
     """
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
