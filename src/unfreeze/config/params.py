@@ -17,6 +17,7 @@ from unfreeze.config.typed import build_checked, check_fraction, fail
 
 INCEPTION_BLOCKS = tuple(f"mixed{i}" for i in range(11))
 MIN_IMAGE_SIZE = 75
+MAX_PIXELS = 100_000_000  # data.max_pixels' default; also what `predict` refuses undecoded
 MAX_FOLDS = 10  # dvc.yaml declares the fold stages cv@0 … cv@9
 MAX_VIEWS = 50  # head.cached_views, finetune.cached_views
 PHASES = ("head", "finetune")
@@ -33,7 +34,7 @@ class DataParams:
     source: str = "elpv"
     elpv_labels: Literal["binary", "four_class"] = "binary"
     on_bad_file: Literal["skip", "fail"] = "skip"
-    max_pixels: int = 100_000_000  # larger images are refused from their header, undecoded
+    max_pixels: int = MAX_PIXELS  # larger images are refused from their header, undecoded
 
     def __post_init__(self) -> None:
         if not self.source.strip():

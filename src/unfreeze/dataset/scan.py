@@ -26,7 +26,7 @@ import pyarrow as pa
 from PIL import Image
 
 from unfreeze.config.errors import DataError
-from unfreeze.config.params import DataParams
+from unfreeze.config.params import MAX_PIXELS, DataParams
 from unfreeze.dataset.sources import (
     ELPV,
     Candidate,
@@ -93,12 +93,12 @@ def inspect_image(path: str | Path, max_pixels: int, decode: bool) -> tuple[str,
     return "", facts
 
 
-def header_problem(path: str | Path, max_pixels: int = 100_000_000) -> str:
+def header_problem(path: str | Path, max_pixels: int = MAX_PIXELS) -> str:
     """Why a file is refused from its header alone (no pixel decoded), or "" if it is not."""
     return inspect_image(path, max_pixels, decode=False)[0]
 
 
-def check_image(root: Path, candidate: Candidate, max_pixels: int = 100_000_000) -> Record:
+def check_image(root: Path, candidate: Candidate, max_pixels: int = MAX_PIXELS) -> Record:
     """Open and fully decode one file; return its manifest record (``ok`` or ``rejected``).
 
     The pixel count is checked from the header, before decoding (decompression bombs).
@@ -145,7 +145,7 @@ def _outside_root_reason(root: Path, path: Path) -> str:
 
 
 def check_all(root: Path, candidates: list[Candidate], progress: bool = True,
-              max_pixels: int = 100_000_000) -> list[Record]:
+              max_pixels: int = MAX_PIXELS) -> list[Record]:
     """Check every candidate, with a progress bar on stderr for long scans."""
     iterator: Iterable[Candidate] = candidates
     if progress and len(candidates) > 200:

@@ -4,7 +4,7 @@ The model is a ``.keras`` file (or a folder holding ``model.keras``) with the ``
 that unfreeze saves beside it: class names and image size come from there, never from
 guesses. An exported model's meta also carries the operating point fitted on validation
 (temperature, binary threshold, TTA), which prediction applies. Each input is checked from
-its header (accepted format, at most ``DataParams.max_pixels`` pixels, as ``prepare`` checks
+its header (accepted format, at most ``MAX_PIXELS`` pixels, as ``prepare`` checks
 headers) and then decoded once, by the same TensorFlow code as training; a file that fails
 either becomes a row with an ``error`` and no probabilities, and the rest are predicted in
 batches.
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from unfreeze.config.errors import PredictError
-from unfreeze.config.params import DataParams
+from unfreeze.config.params import MAX_PIXELS
 from unfreeze.dataset.scan import ACCEPTED_FORMATS, header_problem
 from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
 from unfreeze.evaluation.gradcam import gradcam, plot_grid
@@ -33,7 +33,6 @@ from unfreeze.training.inputs import decode_files
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TABLE_SUFFIXES = (".parquet", ".csv")  # what `predict --out` may write
 UNDECODABLE = "cannot decode image (TensorFlow could not decode its data: corrupt, truncated?)"
-MAX_PIXELS = DataParams().max_pixels
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,8 @@ def _promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
         release = publish(model_dir, new_metrics | {"model_sha256": model_hash}, production)
     elif current is not None:
         release = current.name
-    record = Decision(decision, metric, new_metrics.get(metric), current_metrics.get(metric),
-                      min_improvement, model_hash, release, reason,
-                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    append_history(production / "history.parquet", record)
-    return record
+    return _record(production, decision, metric, new_metrics.get(metric),
+                   current_metrics.get(metric), model_hash, release, reason, min_improvement)
 
 
 def publish(model_dir: Path, metrics: dict, production: Path) -> str:
@@ -187,8 +184,10 @@ def unpin(production: Path, metric: str) -> Decision:
 
 
 def _record(production: Path, decision: str, metric: str, new: float | None,
-            old: float | None, sha: str, release: str, reason: str) -> Decision:
-    record = Decision(decision, metric, new, old, 0.0, sha, release, reason,
+            old: float | None, sha: str, release: str, reason: str,
+            min_improvement: float = 0.0) -> Decision:
+    """Append one decision, stamped now, to ``history.parquet``; return it."""
+    record = Decision(decision, metric, new, old, min_improvement, sha, release, reason,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
     append_history(production / "history.parquet", record)
     return record

@@ -9,14 +9,14 @@ new folder, so pixels decoded otherwise are never read (they are pruned first). 
 written atomically, so concurrent writers (CV folds) are safe.
 
 The size limit is not a pipeline param (changing it must retrain nothing): it comes from
-``UNFREEZE_CACHE_MAX`` (e.g. ``4G``, ``500M``, ``0`` = no limit; default 4G). After each use
-the least recently used entries are removed until the cache fits: other decoders' first,
-never those the running stage needs, and never one used in the last :data:`RECENT` seconds
-(another stage, a CV fold say, may be reading it). Touching and pruning hold a lock on the
-cache, so a prune never removes an entry another process has just marked as used. Only cache
-entries are ever removed: other files under the root are left alone. `unfreeze cache
---prune` prunes now. No TensorFlow here: the decoding function is handed in by
-:mod:`unfreeze.training.inputs`.
+``UNFREEZE_CACHE_MAX`` (e.g. ``4G``, ``500M``, ``0`` = no limit; default 4G). Whenever a
+stage adds entries, the least recently used ones are removed until the cache fits: other
+decoders' first, never those the running stage needs, and never one used in the last
+:data:`RECENT` seconds (another stage, a CV fold say, may be reading it). Touching and
+pruning hold a lock on the cache, so a prune never removes an entry another process has just
+marked as used. Only cache entries are ever removed: other files under the root are left
+alone. `unfreeze cache --prune` prunes now. No TensorFlow here: the decoding function is
+handed in by :mod:`unfreeze.training.inputs`.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class DecodedCache:
 
         ``decode(paths, size)`` yields each image as a ``(size, size, 3)`` uint8 array. The
         cached files are marked used before anything is decoded (a concurrent prune then
-        spares them), and the cache is pruned to its limit afterwards.
+        spares them); a fill that wrote new entries then prunes the cache to its limit (one
+        that wrote nothing leaves its size as it was, and does not walk it).
         """
         if len(keys) != len(paths):
             raise ValueError(f"{len(keys)} keys for {len(paths)} paths")
@@ -134,7 +135,7 @@ class DecodedCache:
                 write_atomic(file, lambda tmp, data=data: tmp.write_bytes(data))
             print(f"decoded cache: {len(missing)} new of {len(wanted)} images at "
                   f"{image_size}px in {self.current}", flush=True)
-        self.prune(keep=set(wanted), recent=RECENT)
+            self.prune(keep=set(wanted), recent=RECENT)  # only a fill that wrote can overflow
         return [str(file) for file in files]
 
     def entries(self) -> list[Entry]:
