@@ -27,9 +27,8 @@ def run(args: Namespace) -> None:
 
     backup_dir = Path(args.backup_dir) if args.backup_dir else None
     result = cross_validate_fold(params, Path(args.folds), args.fold, out_dir, backup_dir)
-    m = result["metrics"]
-    print(f"cv@{args.fold}: held-out n={m['n_test']} accuracy={m['accuracy']:.4f} "
-          f"roc_auc={m['roc_auc']}")
+    print(f"cv@{args.fold}: held-out n={result['n_heldout']} accuracy (arg-max) "
+          f"{result['heldout_accuracy_argmax']:.4f}; cv_report applies the operating point")
 
 
 def main(argv: list[str] | None = None) -> int:

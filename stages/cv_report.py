@@ -17,12 +17,15 @@ def run(args: Namespace) -> None:
     from unfreeze.evaluation.cv_report import build_report, write_report
 
     params = args.params
-    report, fold_rows, roc = build_report([Path(d) for d in args.fold_dirs], params.cv,
-                                          params.evaluate.positive_class)
-    write_report(Path(args.out_dir), report, fold_rows, roc)
+    report, fold_rows, roc, predictions = build_report(
+        [Path(d) for d in args.fold_dirs], params.cv, params.evaluate)
+    write_report(Path(args.out_dir), report, fold_rows, roc, predictions)
     summary = ", ".join(f"{k}={v['mean']:.4f}±{v['std']:.4f}"
                         for k, v in report["metrics"].items() if v["mean"] is not None)
     print(f"cv_report: {params.cv.folds} folds: {summary}")
+    if report["degenerate_folds"]:
+        print(f"cv_report: warning: fold(s) {report['degenerate_folds']} name one class for "
+              "every held-out image (degenerate)")
 
 
 def main(argv: list[str] | None = None) -> int:

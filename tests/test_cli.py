@@ -65,11 +65,15 @@ def test_summary_lists_each_stage_and_the_decision():
     text = format_summary({"project": "/p", "source_changed": True, "stages": [
         {"stage": "prepare", "ran": True, "seconds": 1.25},
         {"stage": "split", "ran": False, "seconds": 0.5}],
+        "warnings": ["cross-validation fold(s) 1 of 3 name one class for every held-out "
+                     "image (degenerate)"],
         "promotion": {"decision": "promoted", "reason": "no model was promoted before"}})
     assert text.splitlines() == [
         "retrain of /p (data source changed)",
         "  prepare      ran              1.2 s",
         "  split        up to date       0.5 s",
+        "warning: cross-validation fold(s) 1 of 3 name one class for every held-out image "
+        "(degenerate)",
         "promotion: promoted — no model was promoted before"]
 
 
@@ -188,7 +192,8 @@ def test_release_list_and_use_then_predict_on_current(saved_model, image_folder,
             model.save(bundle / "model.keras")
         (bundle / "m.json").write_text(json.dumps({"roc_auc": value}))
         (bundle / "salt").write_text(str(value))  # each release its own files
-        promote.promote(bundle, bundle / "m.json", production, "roc_auc", 0.0)
+        promote.promote(bundle, bundle / "m.json", production,
+                        promote.Rule("roc_auc", 0.0, "point"))
     first, second = (r["name"] for r in promote.list_releases(production))
     capsys.readouterr()
     assert main(["release", "list", "--project", str(tmp_path)]) == 0

@@ -76,7 +76,10 @@ def _add_model_commands(sub) -> None:
     predict = sub.add_parser("predict", help="predict images with a saved model")
     predict.add_argument("--model", required=True, help="model.keras (meta.json beside it) "
                          "or its folder, e.g. models/export")
-    predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    predict.add_argument("inputs", nargs="*", help="image files, folders or globs")
+    predict.add_argument("--inputs-from", metavar="FILE",
+                         help="a text file of inputs, one per line (as well as or instead of "
+                              "INPUTS)")
     predict.add_argument("--out", required=True, help="output table: .parquet or .csv")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--tta", choices=("none", "hflip", "flips"), default=None,
@@ -170,11 +173,20 @@ def _output(out: str, suffixes: tuple[str, ...]) -> Path:
 
 def _predict(args: argparse.Namespace) -> int:
     """`predict`: a table with one row per input file."""
+    from unfreeze.config.errors import PredictError
     from unfreeze.deploy import predict as pred
 
     out = _output(args.out, pred.TABLE_SUFFIXES)
 
-    files = pred.expand_inputs(args.inputs)
+    inputs = list(args.inputs)
+    if args.inputs_from:
+        listed = Path(args.inputs_from)
+        if not listed.is_file():
+            raise PredictError(f"--inputs-from {listed}: no such file")
+        inputs += [line for line in listed.read_text(encoding="utf-8").splitlines() if line]
+    if not inputs:
+        raise PredictError("predict: give image files, folders or globs, or --inputs-from")
+    files = pred.expand_inputs(inputs)
     saved = pred.load_saved(args.model)
     _note_no_operating_point(saved, args.model)
     table = pred.predict_files(saved, files, args.batch_size, args.tta,
@@ -322,6 +334,7 @@ def format_summary(result: dict) -> str:
     for s in result["stages"]:
         lines.append(f"  {s['stage']:<12} {'ran' if s['ran'] else 'up to date':<11} "
                      f"{s['seconds']:8.1f} s")
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     p = result["promotion"]
     lines.append(f"promotion: {p['decision']} — {p['reason']}")
     return "\n".join(lines)

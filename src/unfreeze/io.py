@@ -10,10 +10,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow is imported where a table is written or read: the
+    import pyarrow as pa  # light stages (`source`) start without it
 
 
 @contextlib.contextmanager
@@ -85,11 +85,15 @@ def read_json(path: str | Path) -> Any:
 
 def write_parquet(path: str | Path, table: pa.Table) -> Path:
     """Write an Arrow table to Parquet, atomically."""
+    import pyarrow.parquet as pq
+
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_parquet(path: str | Path) -> pa.Table:
     """Read a Parquet file into an Arrow table."""
+    import pyarrow.parquet as pq
+
     return pq.read_table(path)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unfreeze.config.params import METRIC_NAMES
+from unfreeze.evaluation.caveats import caveats
 from unfreeze.evaluation.plots import pyplot, save_figure
 from unfreeze.io import read_json, write_atomic
 
@@ -23,7 +24,8 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:.6em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;margin:.3em}.missing{color:#a60}.figs{display:flex;flex-wrap:wrap}"""
+img{max-width:100%;margin:.3em}.missing{color:#a60}.figs{display:flex;flex-wrap:wrap}
+.warn{border:2px solid #c60;background:#fff6ec;padding:0 1em;margin:1em 0}"""
 METRIC_KEYS = (*METRIC_NAMES, "ece")
 
 
@@ -163,7 +165,8 @@ def test_section(inputs: ReportInputs) -> str:
              f"{html.escape(str(m.get('tta')))}. Expected calibration error "
              f"{m.get('ece_uncalibrated', 0):.4f} before, {m.get('ece', 0):.4f} after.</p>")
     compare = m.get("compare", {})
-    rows = [[name, *(v.get(k) for k in METRIC_KEYS)] for name, v in compare.items()]
+    rows = [[name, *(_with_interval(v.get(k), (v.get("ci95") or {}).get(k))
+                     for k in METRIC_KEYS)] for name, v in compare.items()]
     per_class = [[c, v["precision"], v["recall"], v["f1"], v["support"]]
                  for c, v in m.get("per_class", {}).items()]
     figures = "".join(image_tag(folder / f"{name}.png", name)
@@ -188,6 +191,13 @@ def interval_table(m: dict) -> str:
     return table(["metric", "test", "95% CI low", "95% CI high"], rows) + f"<p>{note}</p>"
 
 
+def _with_interval(value, ci: dict | None):
+    """A value, or "value [low, high]" when it has an interval."""
+    if value is None or not ci:
+        return value
+    return f"{value:.4f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
 def _number(value) -> str:
     return "none (arg-max)" if value is None else f"{value:.4f}"
 
@@ -202,10 +212,30 @@ def cv_section(inputs: ReportInputs) -> str:
     rows = [[name, v["mean"], v["std"], *(v["ci95"] or [None, None])]
             for name, v in cv["metrics"].items()]
     figures = "".join(image_tag(folder / f"{n}.png", f"cv {n}") for n in ("folds", "roc"))
+    point = cv.get("operating_point") or {}
+    said = (f"<p>Estimates {html.escape(cv.get('estimates', 'the procedure of cv.phases'))}. "
+            f"Each fold at its own operating point, fitted on its inner validation slice "
+            f"(threshold rule {html.escape(str(point.get('threshold_rule')))}, calibration "
+            f"{html.escape(str(point.get('calibration')))}, test-time augmentation "
+            f"{html.escape(str(point.get('tta')))}), as the test set's is on validation.</p>"
+            if point else "")
     return "\n".join([f"<h2>Cross-validation ({cv['folds']} folds, phases "
-                      f"{', '.join(cv['phases'])})</h2>",
+                      f"{', '.join(cv['phases'])})</h2>", said,
                       table(["metric", "mean", "std", "95% CI low", "95% CI high"], rows),
                       f'<div class="figs">{figures}</div>'])
+
+
+def caveats_section(inputs: ReportInputs) -> str:
+    """The warnings a reader must see before any number (empty when there are none)."""
+    found = caveats(_read(inputs.evaluate / "metrics.json"), _read(inputs.cv / "metrics.json"))
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(c)}</li>" for c in found)
+    return f'<div class="warn"><h2>Read this first</h2><ul>{items}</ul></div>'
+
+
+def _read(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
 
 
 def export_section(inputs: ReportInputs) -> str:
@@ -223,7 +253,8 @@ def build_report(inputs: ReportInputs, out: Path, title: str = "unfreeze report"
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        sections = [data_section(inputs), training_section(inputs, Path(scratch)),
+        sections = [caveats_section(inputs), data_section(inputs),
+                    training_section(inputs, Path(scratch)),
                     test_section(inputs), cv_section(inputs), export_section(inputs)]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"

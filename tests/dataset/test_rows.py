@@ -41,3 +41,12 @@ def test_training_rows_drop_the_test_split(image_folder):
     assert len(data.train.paths) == 18 and len(data.val.paths) == 6
     assert not any("never_read" in p for p in data.train.paths + data.val.paths)
     assert sorted(set(data.train.labels.tolist())) == [0, 1]
+
+
+def test_training_labels_are_train_and_val_never_test():
+    import pyarrow as pa
+
+    from unfreeze.dataset.rows import training_labels
+
+    table = pa.table({"label": ["a", "b", "b", "a"], "split": ["train", "test", "val", "test"]})
+    assert training_labels(table) == ["a", "b"]

@@ -97,3 +97,25 @@ def test_leakage_checks_pass_on_a_real_split_and_catch_a_leak():
     assert leakage_checks(leaked) == {"test_paths_not_in_train_or_val": False,
                                       "test_contents_not_in_train_or_val": False,
                                       "no_group_in_two_splits": False}
+
+
+def test_a_grouped_carve_holds_every_class_when_a_grouping_allows_it():
+    """8 single-class groups of 2 images, 15 % carved: the first fold of
+    StratifiedGroupKFold lacks a class for most seeds; the carve takes one that has both
+    (a validation slice with one class cannot fit a threshold rule)."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from unfreeze.dataset.splits import carve
+
+    labels = np.array(["cat"] * 8 + ["dog"] * 8, dtype=object)
+    groups = np.array([f"g{i // 2}" for i in range(16)], dtype=object)
+    first_lacks = 0
+    for seed in range(30):
+        first = next(StratifiedGroupKFold(n_splits=7, shuffle=True, random_state=seed).split(
+            np.arange(16), labels, groups))[1]
+        first_lacks += len(set(labels[first])) < 2
+        rest, carved = carve(labels, groups, 0.15, seed)
+        assert set(labels[carved]) == {"cat", "dog"}, seed
+        assert not set(groups[rest]) & set(groups[carved])
+    assert first_lacks > 10  # the case this guards against is common at this size

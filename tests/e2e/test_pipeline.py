@@ -50,10 +50,13 @@ def repro(project: Path, *targets: str) -> list[str]:
 
 
 def stale_stages(project: Path, *targets: str) -> list[str]:
-    """Stages `dvc repro [targets]` would run now, from `dvc status --json` (nothing runs)."""
+    """Stages `dvc repro [targets]` would run now, from `dvc status --json` (nothing runs).
+
+    `source` is left out: it is ``always_changed`` (it fingerprints the data on every run),
+    and what follows it reruns only when its output changed."""
     deps = ("--with-deps", *targets) if targets else ()
     out = run(project, sys.executable, "-m", "dvc", "status", "--json", *deps).stdout
-    return sorted(json.loads(out))
+    return sorted(set(json.loads(out)) - {"source"})
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def check_png(path: Path, min_side: int = 200) -> None:
 
 def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     project, first_run = built
-    assert first_run == MAIN
+    assert first_run == ["source", *MAIN]  # `source` fingerprints the data on every run
 
     manifest = pq.read_table(project / "data/manifest.parquet").to_pylist()
     assert len(manifest) == 33
@@ -131,12 +134,16 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
         ci = metrics["ci95"][key]
         assert 0.0 <= ci["low"] <= ci["high"] <= 1.0, key
     assert metrics["n_test"] == len(by["test"]) and set(metrics["per_class"]) == {"cat", "dog"}
+    seen = [r["label"] for r in splits if r["split"] != "test"]  # the training labels decide
+    rarer = min(["dog", "cat"], key=seen.count)
+    assert metrics["positive_class"] == rarer
     assert metrics["leakage_checks"] == {"test_paths_not_in_train_or_val": True,
                                          "test_contents_not_in_train_or_val": True,
                                          "no_group_in_two_splits": True}
     preds = pq.read_table(project / "reports/evaluate/predictions.parquet")
     assert preds.num_rows == len(by["test"]) and set(preds["path"].to_pylist()) == by["test"]
     assert {"prob_cat", "prob_dog", "label", "predicted"} <= set(preds.column_names)
+    assert metrics["degenerate"] == (len(set(preds["predicted"].to_pylist())) == 1)
     check_plot_csvs(project, "evaluate")
     for name in ("confusion.png", "roc.png", "pr.png", "reliability.png", "gradcam.png"):
         check_png(project / "reports/evaluate" / name)
@@ -161,7 +168,7 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     assert "reports/evaluate/metrics.json" in json.dumps(shown)
 
     # nothing changed: nothing runs
-    assert repro(project, "evaluate") == []
+    assert repro(project, "evaluate") == ["source"]
 
     # Which stages have changed inputs (`dvc status`; the real reruns are exercised by the
     # resume test and the retrain flow tests). finetune.learning_rate changed: finetune only;
@@ -185,9 +192,89 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     assert stale_stages(project, "evaluate") == []
 
 
+def test_cross_validation_of_both_phases_folds_and_report(project):
+    ran = repro(project, "cv_report")
+    assert ran[:2] == ["source", "folds"] and sorted(ran[2:-1]) == sorted(FOLD_STAGES)
+    assert ran[-1:] == ["cv_report"]
+    assert not set(ran) & set(MAIN)  # CV never retrains or re-evaluates the main model
+    assert not set(repro(project, "report")) - {"source", "export", "report"}
+    assert f"Cross-validation ({K} folds, phases head, finetune)" in (
+        project / "reports/index.html").read_text()
+
+    splits = pq.read_table(project / "data/splits.parquet").to_pylist()
+    pool = {r["path"] for r in splits if r["split"] != "test"}
+    test = {r["path"] for r in splits if r["split"] == "test"}
+    held = []
+    for k in range(K):  # each fold stored both hflip views of its inner val and held-out rows
+        views = pq.read_table(project / f"reports/cv/fold_{k}/views.parquet").to_pylist()
+        held.append({r["path"] for r in views if r["part"] == "heldout"})
+        inner = {r["path"] for r in views if r["part"] == "val"}
+        assert inner and not inner & held[-1] and not inner & test
+        assert {"prob_dog@0", "prob_dog@1"} <= set(views[0])
+    assert sum(map(len, held)) == len(pool) and set.union(*held) == pool  # disjoint, complete
+    assert not set.union(*held) & test
+    folds = pq.read_table(project / "data/folds.parquet").to_pylist()
+    assert not {r["path"] for r in folds} & test
+    group_folds = {}
+    for r in folds:
+        group_folds.setdefault(r["group"], set()).add(r["fold"])
+    assert all(len(v) == 1 for v in group_folds.values())
+    for k in range(K, 10):
+        marker = json.loads((project / f"reports/cv/fold_{k}/metrics.json").read_text())
+        assert marker == {"fold": k, "folds": K, "active": False}
+
+    report = json.loads((project / "reports/cv/metrics.json").read_text())
+    # every fold at its own operating point, fitted as evaluate fits the main model's
+    assert report["operating_point"]["threshold_rule"] == "f1"
+    assert report["operating_point"]["tta"] == "hflip"
+    assert report["estimates"].startswith("the main model's whole procedure")
+    main_positive = json.loads((project / "reports/evaluate/metrics.json").read_text())[
+        "positive_class"]
+    assert report["positive_class"] == main_positive  # both from the training labels
+    pooled = pq.read_table(project / "reports/cv/predictions.parquet").to_pylist()
+    assert {r["path"] for r in pooled} == pool
+    for point in report["operating_point"]["per_fold"]:
+        rows = [r for r in pooled if r["fold"] == point["fold"]]
+        assert [r[f"prob_{main_positive}"] >= point["threshold"] for r in rows] == [
+            r["predicted"] == main_positive for r in rows]
+        assert point["degenerate"] == (len({r["predicted"] for r in rows}) == 1)
+    assert report["degenerate_folds"] == [p["fold"] for p in report["operating_point"][
+        "per_fold"] if p["degenerate"]]
+    for name in ("accuracy", "balanced_accuracy", "f1", "roc_auc"):
+        agg = report["metrics"][name]
+        values = agg["values"]
+        assert len(values) == K
+        assert agg["mean"] == pytest.approx(sum(values) / K)
+        assert agg["std"] == pytest.approx(statistics.stdev(values))
+        assert agg["ci95"][0] <= agg["mean"] <= agg["ci95"][1]
+    assert report["pooled_oof"]["n_oof"] == len(pool)
+    assert report["phases"] == ["head", "finetune"]
+    for k in range(K):  # each fold trained both phases: two dvclive logs
+        for phase in ("head", "finetune"):
+            log = json.loads((project / f"reports/cv/fold_{k}/{phase}/metrics.json").read_text())
+            assert log["epochs_run"] == 1, (k, phase)
+    check_plot_csvs(project, "cv_report")
+    for name in ("folds.png", "roc.png"):
+        check_png(project / "reports/cv" / name)
+
+    # only cv.phases changed: DVC would rerun the fold stages and the CV report, nothing else
+    set_params(project, cv={"phases": ["head"]})
+    assert sorted(stale_stages(project, "cv_report")) == sorted([*FOLD_STAGES, "cv_report"])
+    set_params(project, cv={"phases": ["head", "finetune"]})
+    assert stale_stages(project, "cv_report") == []
+
+    # new images under data/images: once `source` has fingerprinted them, prepare is stale
+    make_image_folder(project / "data/images", {"eel": 6}, size=48)
+    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "source")
+    assert stale_stages(project, "prepare") == ["prepare"]
+    shutil.rmtree(project / "data/images/eel")  # back to the built state for later tests
+    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "source")
+    assert stale_stages(project, "prepare") == []
+
+
 def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     """`dvc repro export`, then the CLI on the exported model, then the page in Chromium."""
-    assert set(repro(project, "export")) <= {"export"}
+    assert set(repro(project, "export")) <= {"source", "export"}
     assert "export" not in stale_stages(project, "export")
     parity = json.loads((project / "reports/export/metrics.json").read_text())
     assert parity["passed"] and parity["n_test"] == 8
@@ -196,6 +283,11 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     assert 0 < parity["tflite_quant_max_abs_diff"] < 0.05  # really quantised, still close
     bundle = project / "models/export"
     assert (bundle / "labels.txt").read_text() == "cat\ndog\n"
+    card = (bundle / "MODEL_CARD.md").read_text()  # written from this run's reports
+    assert card.startswith("# Model card: cat, dog") and "## Cross-validation" in card
+    assert "trained from random initial weights" in card  # model.weights: null
+    m = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    assert f"| roc_auc | {m['roc_auc']:.4f} | {m['ci95']['roc_auc']['low']:.4f} – " in card
     assert (bundle / "saved_model/saved_model.pb").is_file()
     assert (bundle / "model_quant.tflite").stat().st_size < (bundle / "model.tflite").stat(
         ).st_size / 3
@@ -300,67 +392,6 @@ def render_in_chromium(page: Path, screenshot: Path) -> dict:
     finally:
         driver.quit()
     return found
-
-
-def test_cross_validation_of_both_phases_folds_and_report(project):
-    ran = repro(project, "cv_report")
-    assert ran[:1] == ["folds"] and sorted(ran[1:-1]) == sorted(FOLD_STAGES)
-    assert ran[-1:] == ["cv_report"]
-    assert not set(ran) & set(MAIN)  # CV never retrains or re-evaluates the main model
-    assert not set(repro(project, "report")) - {"export", "report"}
-    assert f"Cross-validation ({K} folds, phases head, finetune)" in (
-        project / "reports/index.html").read_text()
-
-    splits = pq.read_table(project / "data/splits.parquet").to_pylist()
-    pool = {r["path"] for r in splits if r["split"] != "test"}
-    test = {r["path"] for r in splits if r["split"] == "test"}
-    held = []
-    for k in range(K):
-        fold = pq.read_table(project / f"reports/cv/fold_{k}/predictions.parquet")
-        held.append(set(fold["path"].to_pylist()))
-    assert sum(map(len, held)) == len(pool) and set.union(*held) == pool  # disjoint, complete
-    assert not set.union(*held) & test
-    folds = pq.read_table(project / "data/folds.parquet").to_pylist()
-    assert not {r["path"] for r in folds} & test
-    group_folds = {}
-    for r in folds:
-        group_folds.setdefault(r["group"], set()).add(r["fold"])
-    assert all(len(v) == 1 for v in group_folds.values())
-    for k in range(K, 10):
-        marker = json.loads((project / f"reports/cv/fold_{k}/metrics.json").read_text())
-        assert marker == {"fold": k, "folds": K, "active": False}
-
-    report = json.loads((project / "reports/cv/metrics.json").read_text())
-    fold_metrics = [json.loads((project / f"reports/cv/fold_{k}/metrics.json").read_text())
-                    for k in range(K)]
-    for name in ("accuracy", "balanced_accuracy", "f1", "roc_auc"):
-        values = [f["metrics"][name] for f in fold_metrics]
-        agg = report["metrics"][name]
-        assert agg["values"] == pytest.approx(values)
-        assert agg["mean"] == pytest.approx(sum(values) / K)
-        assert agg["std"] == pytest.approx(statistics.stdev(values))
-        assert agg["ci95"][0] <= agg["mean"] <= agg["ci95"][1]
-    assert report["pooled_oof"]["n_oof"] == len(pool)
-    assert report["phases"] == ["head", "finetune"]
-    for k in range(K):  # each fold trained both phases: two dvclive logs
-        for phase in ("head", "finetune"):
-            log = json.loads((project / f"reports/cv/fold_{k}/{phase}/metrics.json").read_text())
-            assert log["epochs_run"] == 1, (k, phase)
-    check_plot_csvs(project, "cv_report")
-    for name in ("folds.png", "roc.png"):
-        check_png(project / "reports/cv" / name)
-
-    # only cv.phases changed: DVC would rerun the fold stages and the CV report, nothing else
-    set_params(project, cv={"phases": ["head"]})
-    assert sorted(stale_stages(project, "cv_report")) == sorted([*FOLD_STAGES, "cv_report"])
-    set_params(project, cv={"phases": ["head", "finetune"]})
-    assert stale_stages(project, "cv_report") == []
-
-    # new images under data/images: DVC sees the change at the first stage
-    make_image_folder(project / "data/images", {"eel": 6}, size=48)
-    status = run(project, sys.executable, "-m", "dvc", "status", "prepare").stdout
-    assert "modified:" in status and "data/images" in status
-    shutil.rmtree(project / "data/images/eel")  # back to the built state for later tests
 
 
 def test_invalid_params_stop_the_pipeline_with_a_clear_message(project, tmp_path):

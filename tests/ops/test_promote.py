@@ -6,6 +6,11 @@ import pytest
 from unfreeze.config.errors import ReleaseError
 from unfreeze.ops import promote
 
+# the metric stored with each model, compared point to point: what a promotion without a
+# champion to score can do (the retrain flow scores it: test_champion*, test_retrain_e2e)
+STORED = promote.Rule("roc_auc", 0.0, "point")
+MARGIN = promote.Rule("roc_auc", 0.01, "point")
+
 
 def model_dir(tmp_path, name: str, content: bytes, **metrics):
     d = tmp_path / name
@@ -19,27 +24,27 @@ def model_dir(tmp_path, name: str, content: bytes, **metrics):
 def test_first_promotes_worse_is_rejected_better_promoted_same_is_unchanged(tmp_path):
     prod = tmp_path / "production"
     first = model_dir(tmp_path, "m1", b"one", roc_auc=0.80)
-    d1 = promote.promote(first, first / "metrics.json", prod, "roc_auc", 0.0)
+    d1 = promote.promote(first, first / "metrics.json", prod, STORED)
     assert d1.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"one"
     release1 = (prod / "current").resolve()
 
     worse = model_dir(tmp_path, "m2", b"two", roc_auc=0.70)
-    d2 = promote.promote(worse, worse / "metrics.json", prod, "roc_auc", 0.0)
-    assert d2.decision == "rejected" and "does not beat" in d2.reason
+    d2 = promote.promote(worse, worse / "metrics.json", prod, STORED)
+    assert d2.decision == "rejected" and "-0.1000 <= 0.0" in d2.reason
     assert (prod / "current").resolve() == release1
     assert (prod / "current/model.keras").read_bytes() == b"one"
 
     slightly = model_dir(tmp_path, "m3", b"three", roc_auc=0.805)
-    d3 = promote.promote(slightly, slightly / "metrics.json", prod, "roc_auc", 0.01)
+    d3 = promote.promote(slightly, slightly / "metrics.json", prod, MARGIN)
     assert d3.decision == "rejected"  # not by more than min_improvement
 
     better = model_dir(tmp_path, "m4", b"four", roc_auc=0.90)
-    d4 = promote.promote(better, better / "metrics.json", prod, "roc_auc", 0.01)
+    d4 = promote.promote(better, better / "metrics.json", prod, MARGIN)
     assert d4.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"four"
     published = json.loads((prod / "current/metrics.json").read_text())
     assert published["roc_auc"] == 0.90 and published["model_sha256"] == d4.model_sha256
 
-    again = promote.promote(better, better / "metrics.json", prod, "roc_auc", 0.0)
+    again = promote.promote(better, better / "metrics.json", prod, STORED)
     assert again.decision == "unchanged"
 
     rows = pq.read_table(prod / "history.parquet").to_pylist()
@@ -51,7 +56,7 @@ def test_first_promotes_worse_is_rejected_better_promoted_same_is_unchanged(tmp_
 
 def test_a_model_without_the_metric_is_rejected(tmp_path):
     m = model_dir(tmp_path, "m", b"x", accuracy=0.9)
-    d = promote.promote(m, m / "metrics.json", tmp_path / "prod", "roc_auc", 0.0)
+    d = promote.promote(m, m / "metrics.json", tmp_path / "prod", STORED)
     assert d.decision == "rejected" and not (tmp_path / "prod/current").exists()
 
 
@@ -63,7 +68,7 @@ def test_a_release_is_the_whole_bundle(tmp_path):
     (bundle / "model.tflite").write_bytes(b"tflite")
     (bundle / ".model.x1.tmp.keras").write_bytes(b"a killed write's leftover")
     prod = tmp_path / "production"
-    promote.promote(bundle, bundle / "metrics.json", prod, "roc_auc", 0.0)
+    promote.promote(bundle, bundle / "metrics.json", prod, STORED)
     release = (prod / "current").resolve()
     released = {p.relative_to(release).as_posix() for p in release.rglob("*")}
     assert json.loads((release / "metrics.json").read_text())["model_sha256"]
@@ -75,9 +80,9 @@ def test_a_release_is_the_whole_bundle(tmp_path):
 def test_release_use_switches_current_back_and_records_it(tmp_path):
     prod = tmp_path / "production"
     first = model_dir(tmp_path, "m1", b"one", roc_auc=0.80)
-    promote.promote(first, first / "metrics.json", prod, "roc_auc", 0.0)
+    promote.promote(first, first / "metrics.json", prod, STORED)
     second = model_dir(tmp_path, "m2", b"two", roc_auc=0.90)
-    promote.promote(second, second / "metrics.json", prod, "roc_auc", 0.0)
+    promote.promote(second, second / "metrics.json", prod, STORED)
     releases = promote.list_releases(prod)
     assert [r["current"] for r in releases] == [False, True]
     back = promote.use_release(prod, releases[0]["name"], "roc_auc")
@@ -91,10 +96,135 @@ def test_release_use_switches_current_back_and_records_it(tmp_path):
 
     # the rollback stays: a retrain of a better model is recorded as pinned, not promoted
     third = model_dir(tmp_path, "m3", b"three", roc_auc=0.95)
-    held = promote.promote(third, third / "metrics.json", prod, "roc_auc", 0.0)
+    held = promote.promote(third, third / "metrics.json", prod, STORED)
     assert held.decision == "pinned" and "release unpin" in held.reason
     assert (prod / "current/model.keras").read_bytes() == b"one"
     assert promote.unpin(prod, "roc_auc").decision == "unpinned"
-    assert promote.promote(third, third / "metrics.json", prod, "roc_auc", 0.0).decision == \
+    assert promote.promote(third, third / "metrics.json", prod, STORED).decision == \
         "promoted"
     assert (prod / "current/model.keras").read_bytes() == b"three"
+
+
+def constructed(fixed_by_new: int, broken_by_new: int, n: int = 400, seed: int = 0):
+    """Labels and both models' (probabilities, decisions): the current model errs on 80
+    images; the new one fixes ``fixed_by_new`` of them and breaks ``broken_by_new`` others."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    order = rng.permutation(n)
+    old = y.copy()
+    old[order[:80]] = 1 - y[order[:80]]
+    new = old.copy()
+    new[order[:fixed_by_new]] = y[order[:fixed_by_new]]
+    broken = order[80:80 + broken_by_new]
+    new[broken] = 1 - y[broken]
+    probs = lambda pred: np.eye(2)[pred] * 0.8 + 0.1  # noqa: E731
+    return y, (probs(new), new), (probs(old), old)
+
+
+def comparison(fixed: int, broken: int) -> dict:
+    from unfreeze.evaluation.compare import paired_comparison
+
+    y, new, old = constructed(fixed, broken)
+    return {"comparable": True} | paired_comparison("accuracy", y, new, old, 1, 2000, 0)
+
+
+def test_point_promotes_a_noise_level_gain_that_the_paired_interval_refuses():
+    noisy = comparison(fixed=6, broken=4)  # +2 images of 400: +0.005, within noise
+    assert noisy["difference"] == pytest.approx(0.005)
+    assert noisy["ci95"]["low"] < 0 < noisy["ci95"]["high"]
+    point = promote.Rule("accuracy", 0.0, "point")
+    ci = promote.Rule("accuracy", 0.0, "ci")
+    assert promote.decide_promotion(point, 0.805, noisy, False)[0] == "promoted"
+    decision, reason = promote.decide_promotion(ci, 0.805, noisy, False)
+    assert decision == "rejected" and "lower bound <= 0.0" in reason and "400 images" in reason
+
+    clear = comparison(fixed=30, broken=2)  # +28 images: the interval clears zero
+    assert clear["ci95"]["low"] > 0
+    assert promote.decide_promotion(ci, 0.87, clear, False)[0] == "promoted"
+    margin = promote.Rule("accuracy", clear["ci95"]["low"] + 0.001, "ci")
+    assert promote.decide_promotion(margin, 0.87, clear, False)[0] == "rejected"
+
+
+def test_the_same_images_promote_a_model_that_the_stored_numbers_would_reject(tmp_path):
+    """The champion's stored 0.95 came from an easier, older test split; on the new images
+    it scores less than the challenger, which the paired rule sees and the stored one not."""
+    prod = tmp_path / "production"
+    champion = model_dir(tmp_path, "m1", b"one", accuracy=0.95)
+    stored = promote.Rule("accuracy", 0.0, "point")
+    assert promote.promote(champion, champion / "metrics.json", prod, stored).decision == \
+        "promoted"
+    challenger = model_dir(tmp_path, "m2", b"two", accuracy=0.90)
+    seen = []
+
+    def on_new_images(current):
+        seen.append(current)
+        return comparison(fixed=30, broken=2) | {"test_fingerprint": "f" * 64}
+
+    kept = promote.promote(challenger, challenger / "metrics.json", prod, stored)
+    assert kept.decision == "rejected" and "not on the same images" in kept.reason
+    ci = promote.Rule("accuracy", 0.0, "ci")
+    won = promote.promote(challenger, challenger / "metrics.json", prod, ci, on_new_images)
+    assert seen == [(prod / "releases").resolve() / kept.release]  # the champion was scored
+    assert won.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"two"
+    row = promote.read_history(prod)[-1]
+    assert row["n"] == 400 and row["rule"] == "ci" and row["test_fingerprint"] == "f" * 64
+    assert row["new_value"] - row["current_value"] == pytest.approx(0.07)
+    assert 0 < row["ci95_low"] < 0.07 < row["ci95_high"] and row["mcnemar_p"] < 1e-4
+
+
+@pytest.mark.parametrize("on_incomparable", ["keep", "promote"])
+def test_a_champion_with_other_classes_is_incomparable(tmp_path, on_incomparable):
+    prod = tmp_path / "production"
+    old = model_dir(tmp_path, "m1", b"one", roc_auc=0.8)
+    promote.promote(old, old / "metrics.json", prod, STORED)
+    new = model_dir(tmp_path, "m2", b"two", roc_auc=0.7)
+    rule = promote.Rule("roc_auc", 0.0, "ci", on_incomparable)
+    other = {"comparable": False, "reason": "its classes ['a', 'b'] are not the new "
+             "model's ['a', 'b', 'c']", "test_fingerprint": "f" * 64}
+    d = promote.promote(new, new / "metrics.json", prod, rule, lambda current: other)
+    assert ("classes ['a', 'b']" in d.reason) and d.test_fingerprint == "f" * 64
+    if on_incomparable == "keep":
+        assert d.decision == "incomparable" and "on_incomparable: promote" in d.reason
+        assert (prod / "current/model.keras").read_bytes() == b"one"
+    else:
+        assert d.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"two"
+
+
+def test_a_history_written_before_the_new_columns_is_extended(tmp_path):
+    import pyarrow as pa
+
+    prod = tmp_path / "production"
+    prod.mkdir()
+    old_columns = [f for f in promote.HISTORY_SCHEMA if f.name not in (
+        "rule", "n", "ci95_low", "ci95_high", "mcnemar_p", "test_fingerprint")]
+    pq.write_table(pa.Table.from_pylist([{
+        "decision": "promoted", "metric": "roc_auc", "new_value": 0.8, "current_value": None,
+        "min_improvement": 0.0, "model_sha256": "ab", "release": "r1", "reason": "first",
+        "time": "2026-01-01T00:00:00+00:00"}], schema=pa.schema(old_columns)),
+        prod / "history.parquet")
+    m = model_dir(tmp_path, "m", b"x", roc_auc=0.9)
+    promote.promote(m, m / "metrics.json", prod, STORED)
+    rows = promote.read_history(prod)
+    assert [r["decision"] for r in rows] == ["promoted", "promoted"]
+    assert rows[0]["n"] is None and rows[1]["rule"] == "point"
+
+
+def test_a_release_keeps_what_it_trained_on_and_a_failed_scoring_is_incomparable(tmp_path):
+    from unfreeze.config.errors import DataError
+
+    prod = tmp_path / "production"
+    first = model_dir(tmp_path, "m1", b"one", roc_auc=0.8)
+    promote.promote(first, first / "metrics.json", prod, STORED, trained_on=["b", "a", "a"])
+    assert pq.read_table(prod / "current" / promote.TRAINED_ON)["sha256"].to_pylist() == [
+        "a", "b"]
+
+    def broken(current):
+        raise DataError("the new model's predictions lack 3 test image(s)")
+
+    second = model_dir(tmp_path, "m2", b"two", roc_auc=0.9)
+    d = promote.promote(second, second / "metrics.json", prod,
+                        promote.Rule("roc_auc", 0.0, "ci"), broken)
+    assert d.decision == "incomparable" and "lack 3 test image(s)" in d.reason
+    assert (prod / "current/model.keras").read_bytes() == b"one"

@@ -1,5 +1,5 @@
 """The retrain flow's own logic on a project whose stages are tiny Python scripts (no TF):
-data refresh of a source DVC does not watch, transient-failure retries, the CLI summary."""
+a data source outside the project, transient-failure retries, the CLI summary."""
 
 from __future__ import annotations
 
@@ -34,17 +34,21 @@ pathlib.Path("reports/evaluate").mkdir(parents=True, exist_ok=True)
 score = 0.5 + 0.4 * (len(manifest) % 7) / 7
 pathlib.Path("reports/evaluate/metrics.json").write_text(json.dumps({"roc_auc": score}))
 """
-DVC_YAML = """\
+DVC_YAML = f"""\
 stages:
+  source:
+    cmd: python {ROOT}/stages/source.py --out data/source.json --hashes .unfreeze/hashes.json
+    always_changed: true
+    outs: [data/source.json]
   prepare:
     cmd: python prepare.py ../external
-    deps: [prepare.py]
+    deps: [prepare.py, data/source.json]
     outs: [data/manifest.txt]
   evaluate:
     cmd: python evaluate.py
     deps: [evaluate.py, data/manifest.txt]
     outs: [models/finetune]
-    metrics: [{reports/evaluate/metrics.json: {cache: false}}]
+    metrics: [{{reports/evaluate/metrics.json: {{cache: false}}}}]
 """
 
 
@@ -71,25 +75,28 @@ def ran(result: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_changed_source_that_dvc_does_not_watch_forces_prepare(prefect_harness, fake_project):
+def test_a_changed_source_outside_the_project_reruns_prepare(prefect_harness, fake_project):
+    """The flow relies on the `source` stage, as a plain `dvc repro` does: it runs every
+    time, and `prepare` follows only when the content changed."""
     from unfreeze.ops.retrain import retrain_flow
 
     first = retrain_flow(project=str(fake_project))
-    assert ran(first) == ["prepare", "evaluate"] and not first["source_changed"]
-    assert ran(retrain_flow(project=str(fake_project))) == []
+    assert ran(first) == ["source", "prepare", "evaluate"]
+    assert not first["source_changed"]  # a first fingerprint: nothing to compare it with
+    assert ran(retrain_flow(project=str(fake_project))) == ["source"]
 
     external = fake_project.parent / "external"
     st = (external / "a.png").stat()
     os.utime(external / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     touched = retrain_flow(project=str(fake_project))  # new listing, same content
-    assert not touched["source_changed"] and ran(touched) == []
+    assert not touched["source_changed"] and ran(touched) == ["source"]
 
     manifest = (fake_project / "data/manifest.txt").read_text()
     (external / "a.png").write_bytes(b"image a, re-exported")
     changed = retrain_flow(project=str(fake_project))
-    assert changed["source_changed"] and ran(changed) == ["prepare", "evaluate"]
+    assert changed["source_changed"] and ran(changed) == ["source", "prepare", "evaluate"]
     assert (fake_project / "data/manifest.txt").read_text() != manifest
-    assert ran(retrain_flow(project=str(fake_project))) == []
+    assert ran(retrain_flow(project=str(fake_project))) == ["source"]
 
 
 @pytest.mark.slow
@@ -100,7 +107,7 @@ def test_a_transient_stage_failure_is_retried(prefect_harness, fake_project):
     state = retrain_flow(project=str(fake_project), return_state=True)
     assert state.is_completed(), state.message
     assert (fake_project / "attempts").read_text() == "2"
-    assert ran(state.result()) == ["prepare", "evaluate"]
+    assert ran(state.result()) == ["source", "prepare", "evaluate"]
 
 
 @pytest.mark.slow

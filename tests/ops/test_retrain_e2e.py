@@ -30,7 +30,7 @@ TINY = {
     # the bundle with its operating point only; the formats are tested in test_pipeline
     "export": {"savedmodel": False, "tflite": False, "quantize": False},
 }
-MAIN = {"prepare", "split", "head", "finetune", "evaluate", "export", "report"}
+MAIN = {"source", "prepare", "split", "head", "finetune", "evaluate", "export", "report"}
 CV = {"folds", "cv_report", *(f"cv@{k}" for k in range(10))}
 
 
@@ -111,16 +111,13 @@ def test_a_retrain_with_nothing_changed_runs_nothing_and_promotes_nothing(
     decided = len(history(project))
     state = retrain(project, monkeypatch, return_state=True)
     result = state.result()
-    assert ran(result) == set() and not result["source_changed"]
+    assert ran(result) == {"source"} and not result["source_changed"]  # source: a listing
     assert result["promotion"]["decision"] == "unchanged"
     assert (project / "production/current").resolve() == release
     assert [h["decision"] for h in history(project)[decided:]] == ["unchanged"]
-    fingerprints = [t for t in task_runs(state.state_details.flow_run_id)
-                    if t.name.startswith("fingerprint_source")]
-    assert [t.state.name for t in fingerprints] == ["Cached"]  # no image was re-read
 
 
-def test_changing_the_threshold_rule_reruns_evaluate_export_and_report_only(
+def test_changing_the_threshold_rule_reruns_no_training_and_no_fold(
         retrained, project, monkeypatch):
     release = (project / "production/current").resolve()
     set_params(project, evaluate={"threshold": "youden"})
@@ -129,12 +126,70 @@ def test_changing_the_threshold_rule_reruns_evaluate_export_and_report_only(
     finally:
         set_params(project, evaluate={"threshold": TINY.get("evaluate", {}).get(
             "threshold", 0.5)})
-    assert ran(result) == {"evaluate", "export", "report"}  # no training, no CV fold
+    # no training, no fold: the CV report re-applies the rule to the folds' stored views
+    assert ran(result) == {"source", "evaluate", "cv_report", "export", "report"}
     # the same model, re-exported: a threshold never moves ROC-AUC, so it is not promoted
     decision = history(project)[-1]
     assert decision["new_value"] == decision["current_value"]
     assert decision["decision"] == "rejected" == result["promotion"]["decision"]
     assert (project / "production/current").resolve() == release
+
+
+def test_after_new_data_the_champion_is_rescored_on_the_new_test_images(
+        retrained, project, monkeypatch, tmp_path):
+    """New images: every stage reruns, a new test split is drawn, and the promoted model is
+    scored on exactly those images (through `unfreeze predict`) before the decision."""
+    import shutil
+
+    import numpy as np
+    from conftest import make_image_folder
+
+    from unfreeze.dataset.splits import split_fingerprint
+    from unfreeze.evaluation.metrics import compute_metrics
+
+    more = make_image_folder(tmp_path / "more", {"cat": 4, "dog": 4}, seed=5)
+    for image in more.glob("*/*.png"):
+        shutil.copy(image, project / "data/images" / image.parent.name / f"new_{image.name}")
+    decided = len(history(project))
+    result = retrain(project, monkeypatch)
+    assert result["source_changed"] and {"prepare", "split", "head", "evaluate"} <= ran(result)
+    row = history(project)[decided]
+    test = json.loads((project / "reports/evaluate/metrics.json").read_text())
+    splits = pq.read_table(project / "data/splits.parquet")
+    assert row["rule"] == "ci"
+    assert row["decision"] == ("promoted" if row["ci95_low"] > 0.0 else "rejected")
+    # the new test split may hold images the champion trained on: they are left out
+    trained_on = set(pq.read_table(
+        project / "production/releases" / history(project)[decided - 1]["release"]
+        / "trained_on.parquet")["sha256"].to_pylist())
+    test_rows = [r for r in splits.to_pylist() if r["split"] == "test"]
+    unseen = [r for r in test_rows if r["sha256"] not in trained_on]
+    assert test["n_test"] == len(test_rows) == 8  # 32 images, split.test 0.25
+    assert row["n"] == len(unseen) > 0
+    assert row["test_fingerprint"] == split_fingerprint(splits)
+    # the champion's value is its own, on these images, at its own operating point
+    scored = pq.read_table(project / ".unfreeze/champion/predictions.parquet").to_pylist()
+    truth = {r["path"]: r["label"] for r in splits.to_pylist()}
+    rel = [str(Path(r["path"]).relative_to(project / "data/images")) for r in scored]
+    assert sorted(rel) == sorted(r["path"] for r in unseen)  # exactly the unseen test images
+    labels = [truth[path] for path in rel]
+    y = np.array([["cat", "dog"].index(label) for label in labels])
+    probs = np.array([[r["prob_cat"], r["prob_dog"]] for r in scored])
+    champion = compute_metrics(y, probs, ["cat", "dog"], test["positive_class"])
+    assert row["current_value"] == pytest.approx(champion["roc_auc"])
+    new = {r["path"]: r for r in pq.read_table(
+        project / "reports/evaluate/predictions.parquet").to_pylist()}
+    new_probs = np.array([[new[p]["prob_cat"], new[p]["prob_dog"]] for p in rel])
+    challenger = compute_metrics(y, new_probs, ["cat", "dog"], test["positive_class"])
+    assert row["new_value"] == pytest.approx(challenger["roc_auc"])
+    assert row["ci95_low"] <= row["new_value"] - row["current_value"] <= row["ci95_high"]
+    assert 0 <= row["mcnemar_p"] <= 1
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_latest_artifacts()}
+    assert "unfreeze-promotion" in keys
 
 
 def test_a_failing_stage_fails_the_flow_with_its_message_and_no_retries(

@@ -198,7 +198,7 @@ class EvaluateParams:
     """Test-set evaluation and the operating point fitted on the validation split."""
 
     batch_size: int = 64
-    positive_class: str | None = None  # binary tasks; null = the rarer class of the test split
+    positive_class: str | None = None  # binary tasks; null = the rarer class of train + val
     threshold: float | str = 0.5  # binary tasks: see THRESHOLD_HELP; chosen on validation
     tta: Literal["none", "hflip", "flips"] = "none"  # test-time augmentation (mean of views)
     calibration: Literal["none", "temperature"] = "temperature"  # fitted on validation
@@ -279,6 +279,10 @@ class RetrainParams:
     stage_retries: int = 2  # retries of a stage that failed for a transient reason
     metric: Literal[METRIC_NAMES] = "roc_auc"  # type: ignore[valid-type]  # one of the names
     min_improvement: float = 0.0  # the new test metric must beat the promoted one by more
+    rule: Literal["ci", "point"] = "ci"  # ci: the paired interval's lower bound must beat
+    # min_improvement | point: the difference on the same images must
+    bootstrap: int = 2000  # paired resamples of the new test images for the interval
+    on_incomparable: Literal["keep", "promote"] = "keep"  # the champion cannot be scored
     production_dir: str = "production"
     lock_timeout: float = 0.0  # seconds a second retrain of this working copy waits; 0 = refuse
 
@@ -289,6 +293,9 @@ class RetrainParams:
             fail("retrain.stage_retries", self.stage_retries, "an integer >= 0")
         if not 0.0 <= self.min_improvement < 1.0:
             fail("retrain.min_improvement", self.min_improvement, "a number in [0, 1)")
+        if self.bootstrap < (100 if self.rule == "ci" else 0):
+            fail("retrain.bootstrap", self.bootstrap, "an integer >= 100 with rule: ci "
+                 "(an interval needs resamples), >= 0 with rule: point")
         if self.lock_timeout < 0:
             fail("retrain.lock_timeout", self.lock_timeout, "seconds >= 0")
         if not self.production_dir.strip():

@@ -57,20 +57,27 @@ def iter_paths(root: Path, rel_paths: Iterable[str]) -> Iterator[str]:
         yield str(full)
 
 
-def load_splits(path: str | Path) -> tuple[pa.Table, Path, str]:
-    """Read a splits (or folds) table and resolve the data root recorded in its metadata."""
+def load_splits(path: str | Path, cwd: str | Path = ".") -> tuple[pa.Table, Path, str]:
+    """Read a splits (or folds) table and resolve the data root recorded in its metadata
+    (a relative source against ``cwd``, the project root)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     source = (table.schema.metadata or {}).get(b"source", b"").decode()
     if not source:
         raise DataError(f"{path}: no data source recorded in its metadata; rerun `dvc repro split`")
-    return table, resolve_root(source), source
+    return table, resolve_root(source, cwd), source
 
 
 def class_names(table: pa.Table) -> list[str]:
     """The classes of a table, sorted: the model's output order."""
     return sorted(set(table["label"].to_pylist()))
+
+
+def training_labels(table: pa.Table) -> list[str]:
+    """The labels of every row training may see (train and val, never test): what the
+    positive class of a binary task is chosen from, for the test report and CV alike."""
+    return table.filter(pc.invert(is_split(table, "test")))["label"].to_pylist()
 
 
 def rows_of(table: pa.Table, root: Path, classes: list[str]) -> Rows:

@@ -18,6 +18,7 @@ Listing rules (checked and documented in the README):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -149,20 +150,36 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def listing_key(root: str | Path) -> str:
-    """A cheap key of a folder's listing: every file's relative path, size and mtime."""
+def listing(root: str | Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (folder symlinks not followed): relative posix path →
+    (size, mtime in ns). A stat per file, no file is read."""
     root = Path(root)
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        st = path.stat()
-        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath) / name
+            with contextlib.suppress(FileNotFoundError):  # removed while listing: absent
+                st = path.stat()
+                out[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
 
 
-def content_fingerprint(root: str | Path) -> str:
-    """The sha256 of every file's relative path and content hash: what the data really is."""
-    root = Path(root)
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
-    return h.hexdigest()
+def fingerprint(root: str | Path, known: dict[str, list] | None = None
+                ) -> tuple[dict, dict[str, list]]:
+    """What the data under ``root`` is: the sha256 of every file's relative path and content
+    hash, plus file count and bytes. ``known`` (path → [size, mtime_ns, sha256], from the
+    previous call) spares reading a file whose size and mtime did not change; the second
+    value is the table to keep for the next call."""
+    known = known or {}
+    table: dict[str, list] = {}
+    digest = hashlib.sha256()
+    for rel, (size, mtime) in sorted(listing(root).items()):
+        old = known.get(rel)
+        sha = old[2] if old and old[0] == size and old[1] == mtime else sha256_file(
+            Path(root) / rel)
+        table[rel] = [size, mtime, sha]
+        digest.update(f"{rel}\0{sha}\n".encode("utf-8", "surrogateescape"))  # any name
+    summary = {"files": len(table), "bytes": sum(v[0] for v in table.values()),
+               "fingerprint": digest.hexdigest()}
+    return summary, table

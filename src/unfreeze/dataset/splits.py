@@ -7,6 +7,7 @@ that a group never spans two splits: by ``split.group_by`` when set, otherwise b
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -51,7 +52,8 @@ def check_split_sizes(labels: list[str], params: SplitParams) -> None:
 
 def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (rest, carved) with ~``fraction`` carved, stratified and grouped."""
+    """Split indices into (rest, carved) with ~``fraction`` carved, stratified and grouped
+    (with groups, the carved part holds every class whenever some grouping allows it)."""
     idx = np.arange(len(labels))
     if len(set(groups)) == len(groups):  # every row its own group: exact stratified split
         rest, carved = train_test_split(idx, test_size=fraction, stratify=labels,
@@ -65,7 +67,11 @@ def carve(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
             f"(needs at least {n_splits}); use a finer split.group_by or larger fractions"
         )
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    rest, carved = next(sgkf.split(idx, labels, groups))
+    # the first fold that holds every class (a validation slice without one cannot fit a
+    # threshold); the first fold when none does
+    candidates = list(sgkf.split(idx, labels, groups))
+    every = set(labels)
+    rest, carved = next((c for c in candidates if set(labels[c[1]]) == every), candidates[0])
     return np.sort(rest), np.sort(carved)
 
 
@@ -134,3 +140,12 @@ def leakage_checks(table: pa.Table) -> dict[str, bool]:
             r["sha256"] for r in seen},
         "no_group_in_two_splits": all(len(s) == 1 for s in splits_of_group.values()),
     }
+
+
+def split_fingerprint(table: pa.Table, name: str = "test") -> str:
+    """The sha256 of split ``name``'s (path, content hash, label) rows, sorted: two
+    decisions made on the same fingerprint were made on the very same images."""
+    rows = sorted((r["path"], r["sha256"], r["label"]) for r in table.to_pylist()
+                  if r["split"] == name)
+    return hashlib.sha256("".join(f"{p}\0{h}\0{label}\n" for p, h, label in rows)
+                          .encode()).hexdigest()

@@ -5,6 +5,8 @@
     model.keras          the Keras model without optimizer state (``unfreeze predict``)
     meta.json            classes, image size, operating point (threshold, temperature, TTA)
     labels.txt           one class name per line, in output order
+    MODEL_CARD.md        data, recipe, test metrics with intervals, CV, operating point,
+                         parity and limitations, from the run's reports (``card``)
     saved_model/         TensorFlow SavedModel, signature ``serving_default``:      (savedmodel)
                          uint8 images (n, S, S, 3), raw 0–255 RGB → ``probabilities`` (n, C)
     model.tflite         float TFLite model, same signature                        (tflite)
@@ -28,6 +30,7 @@ import numpy as np
 
 from unfreeze.config.errors import ExportError
 from unfreeze.config.params import ExportParams
+from unfreeze.deploy.card import CARD_FILE, render
 from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
 from unfreeze.evaluation.inference import evaluation_rows
 from unfreeze.io import read_json, temp_dir, write_json
@@ -120,8 +123,9 @@ def check_parity(metrics: dict, params: ExportParams) -> list[str]:
 
 def export_model(params: ExportParams, model_dir: Path, operating_point: Path,
                  splits_path: Path, out_dir: Path, report_dir: Path,
-                 batch_size: int = 32) -> dict:
-    """Write the bundle to ``out_dir`` and parity numbers to ``report_dir/metrics.json``."""
+                 batch_size: int = 32, card: dict | None = None) -> dict:
+    """Write the bundle to ``out_dir`` and parity numbers to ``report_dir/metrics.json``;
+    with ``card`` (facts from :func:`unfreeze.deploy.card.gather`), the model card too."""
     meta = read_meta(model_dir)
     point = OperatingPoint.from_dict(read_json(operating_point))
     if point.classes != meta["classes"]:
@@ -149,6 +153,9 @@ def export_model(params: ExportParams, model_dir: Path, operating_point: Path,
                               + "; ".join(problems))
         model.save(tmp / MODEL_FILE)  # loaded uncompiled: no optimizer state, half size
         (tmp / "labels.txt").write_text("\n".join(point.classes) + "\n", encoding="utf-8")
+        if card is not None:
+            (tmp / CARD_FILE).write_text(render(card, point.as_dict(), metrics),
+                                         encoding="utf-8")
         write_json(tmp / META_FILE, meta | {"operating_point": point.as_dict(),
                                             "exported_from": str(model_dir)})
         _replace_folder(tmp, out_dir)

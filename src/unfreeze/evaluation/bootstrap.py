@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from unfreeze.config.params import METRIC_NAMES
-from unfreeze.evaluation.metrics import compute_metrics
+from unfreeze.evaluation.metrics import metric_value, positive_index
 
 LEVEL = 0.95
 
@@ -43,11 +43,11 @@ def metric_intervals(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray,
                      ) -> dict[str, dict[str, float] | None]:
     """95 % interval of each headline metric (``METRIC_NAMES``) of these test predictions,
     with the decisions ``y_pred`` kept per image (the operating point is not refitted)."""
-    draws: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
+    draws: dict[str, list[float | None]] = {name: [] for name in METRIC_NAMES}
     if not len(y_true):  # nothing to resample: no interval
         return {name: None for name in METRIC_NAMES}
+    pos = positive_index(y_true, classes, positive) if len(classes) == 2 else None
     for rows in stratified_resamples(y_true, resamples, seed):
-        m = compute_metrics(y_true[rows], probs[rows], classes, positive, y_pred[rows])
         for name in METRIC_NAMES:
-            draws[name].append(m.get(name))
+            draws[name].append(metric_value(name, y_true[rows], probs[rows], y_pred[rows], pos))
     return {name: percentile_interval(values) for name, values in draws.items()}

@@ -130,6 +130,26 @@ def fit_operating_point(y_val: np.ndarray, val_probs: np.ndarray, classes: list[
     return OperatingPoint(classes, classes[positive], value, str(threshold), temperature, tta)
 
 
+def at_operating_point(y_val: np.ndarray, val_probs: np.ndarray, probs: np.ndarray,
+                       classes: list[str], positive: int | None, threshold: float | str,
+                       calibration: str, tta: str
+                       ) -> tuple[OperatingPoint, np.ndarray, np.ndarray]:
+    """The one way a report turns a model's probabilities into decisions, for the test set
+    and for every CV fold alike: fit the operating point on validation probabilities
+    (``val_probs``, already averaged over the TTA views), then calibrate ``probs`` (averaged
+    the same way) and decide. Returns (point, calibrated probabilities, decided classes)."""
+    point = fit_operating_point(y_val, val_probs, classes, positive, threshold, calibration,
+                                tta)
+    calibrated = apply_temperature(probs, point.temperature)
+    return point, calibrated, decide_classes(calibrated, point)
+
+
+def is_degenerate(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+    """A model that names the same class for every image of a set that holds several
+    classes: whatever its numbers, it has learned nothing that separates them."""
+    return len(np.unique(y_true)) > 1 and len(np.unique(y_pred)) == 1
+
+
 def reliability_rows(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
                      ) -> list[dict]:
     """Per non-empty confidence bin: its range, mean confidence, accuracy and count."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from unfreeze.config.params import Params
 from unfreeze.dataset.folds import fold_parts
 from unfreeze.dataset.rows import TrainingData, class_names, load_splits, rows_of
-from unfreeze.evaluation.inference import predict
-from unfreeze.evaluation.metrics import compute_metrics, positive_class, predictions_table
+from unfreeze.evaluation.cv_report import VIEWS_FILE, views_table
+from unfreeze.evaluation.inference import predict_views
 from unfreeze.io import write_json, write_parquet
 from unfreeze.training import recipe
 from unfreeze.training.backup import Backup
@@ -25,8 +27,11 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
     """Fold ``k`` of cross-validation: the phases in ``cv.phases`` on every other fold (with an
     inner validation slice for early stopping), then predictions for the held-out fold ``k``.
 
-    Writes ``out_dir/metrics.json`` (fold, sizes, metrics), ``predictions.parquet`` (the
-    out-of-fold predictions) and each phase's dvclive log under ``out_dir/<phase>``. With
+    Writes ``out_dir/metrics.json`` (fold, sizes), ``views.parquet`` (the probabilities of
+    the inner validation and the held-out images for each ``evaluate.tta`` view: the CV
+    report fits each fold's operating point from them, as evaluate does for the main model,
+    so a threshold or calibration change reruns the report only) and each phase's dvclive
+    log under ``out_dir/<phase>``. With
     ``backup_dir``, each phase keeps a per-epoch backup there (resumed after a kill, cleared
     once the fold's results are written).
     """
@@ -44,18 +49,22 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
     if "finetune" in params.cv.phases:
         model, _ = recipe.phase_two(params, model, data, out_dir / "finetune",
                                     backups.get("finetune"))
-    rows = rows_of(held, root, classes)
-    probs = predict(model, rows.paths, params.model.image_size, params.evaluate.batch_size,
-                    rows.keys)
-    positive = positive_class(table["label"].to_pylist(), classes,
-                              params.evaluate.positive_class)
-    write_parquet(out_dir / "predictions.parquet",
-                  predictions_table(held["path"].to_pylist(), rows.labels, probs, classes))
+    size, batch, tta = params.model.image_size, params.evaluate.batch_size, params.evaluate.tta
+    inner, rows = data.val, rows_of(held, root, classes)
+    val_views = predict_views(model, inner.paths, size, batch, inner.keys, tta)
+    held_views = predict_views(model, rows.paths, size, batch, rows.keys, tta)
+    write_parquet(out_dir / VIEWS_FILE, views_table(
+        [*val_rows["path"].to_pylist(), *held["path"].to_pylist()],
+        [*val_rows["label"].to_pylist(), *held["label"].to_pylist()],
+        ["val"] * len(inner.paths) + ["heldout"] * len(rows.paths),
+        [np.concatenate([v, h]) for v, h in zip(val_views, held_views, strict=True)], classes))
+    accuracy = float((np.mean(held_views, axis=0).argmax(axis=1) == rows.labels).mean())
     result = {"fold": k, "folds": params.cv.folds, "active": True,
-              "phases": list(params.cv.phases), "classes": classes,
+              "phases": list(params.cv.phases), "classes": classes, "tta": tta,
               "n_train": len(train_rows), "n_val": len(val_rows), "n_heldout": len(held),
-              "metrics": compute_metrics(rows.labels, probs, classes, positive)}
+              "heldout_accuracy_argmax": accuracy}
     write_json(out_dir / "metrics.json", result)
     for backup in backups.values():
         backup.clear()
     return result
+

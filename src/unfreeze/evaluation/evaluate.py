@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from unfreeze.config.params import METRIC_NAMES, EvaluateParams
-from unfreeze.dataset.rows import Rows, is_split
+from unfreeze.dataset.rows import Rows, is_split, training_labels
 from unfreeze.dataset.splits import leakage_checks
 from unfreeze.evaluation.bootstrap import LEVEL, metric_intervals
 from unfreeze.evaluation.calibrate import (
     OperatingPoint,
     apply_temperature,
+    at_operating_point,
     decide_classes,
     expected_calibration_error,
-    fit_operating_point,
+    is_degenerate,
     reliability_rows,
 )
 from unfreeze.evaluation.gradcam import gradcam, plot_grid, sample_for_gradcam
@@ -29,7 +30,7 @@ from unfreeze.evaluation.inference import evaluation_rows, predict, predict_view
 from unfreeze.evaluation.metrics import (
     compute_metrics,
     curve_rows,
-    positive_index,
+    positive_class,
     predictions_table,
 )
 from unfreeze.evaluation.plots import plot_reliability, plot_test_pngs
@@ -41,8 +42,10 @@ BOOTSTRAP_SEED = 0  # fixed: the interval of the same predictions never moves
 
 
 def compare_settings(y_true: np.ndarray, probs_by_tta: dict[str, np.ndarray],
-                     point: OperatingPoint, positive: str | None) -> dict[str, dict]:
-    """Headline metrics for each TTA setting at 0.5 (arg-max) and at the tuned threshold."""
+                     point: OperatingPoint, positive: str | None, resamples: int = 0
+                     ) -> dict[str, dict]:
+    """Headline metrics for each TTA setting at 0.5 (arg-max) and at the tuned threshold,
+    each with its bootstrap 95 % interval (``ci95``) when ``resamples``."""
     out = {}
     for tta, probs in probs_by_tta.items():
         for name, threshold in (("0.5", 0.5), ("tuned", None)):
@@ -50,6 +53,9 @@ def compare_settings(y_true: np.ndarray, probs_by_tta: dict[str, np.ndarray],
             m = compute_metrics(y_true, probs, point.classes, positive, y_pred)
             out[f"tta_{tta}@{name}"] = {k: m[k] for k in METRIC_NAMES} | {
                 "ece": expected_calibration_error(y_true, probs)}
+            if resamples:
+                out[f"tta_{tta}@{name}"]["ci95"] = metric_intervals(
+                    y_true, probs, y_pred, point.classes, positive, resamples, BOOTSTRAP_SEED)
     return out
 
 
@@ -66,15 +72,13 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     val_probs = predict(model, val.paths, image_size, params.batch_size, val.keys, params.tta)
     views = predict_views(model, test.paths, image_size, params.batch_size, test.keys,
                           params.tta)
-    pos = (positive_index(test.labels, classes, params.positive_class)
-           if len(classes) == 2 else None)
-    point = fit_operating_point(val.labels, val_probs, classes, pos, params.threshold,
-                                params.calibration, params.tta)
+    positive = positive_class(training_labels(table), classes, params.positive_class)
+    pos = classes.index(positive) if positive else None
     raw = {"none": views[0], params.tta: np.mean(views, axis=0)}
+    point, probs, y_pred = at_operating_point(val.labels, val_probs, raw[params.tta], classes,
+                                              pos, params.threshold, params.calibration,
+                                              params.tta)
     by_tta = {k: apply_temperature(v, point.temperature) for k, v in raw.items()}
-    probs = by_tta[params.tta]
-    y_pred = decide_classes(probs, point)
-    positive = point.positive_class or params.positive_class
     metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
     if params.bootstrap:
         metrics["ci95"] = metric_intervals(test.labels, probs, y_pred, classes, positive,
@@ -82,11 +86,13 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
         metrics["bootstrap"] = {"resamples": params.bootstrap, "seed": BOOTSTRAP_SEED,
                                 "level": LEVEL, "method": "percentile, class-stratified, "
                                 "over test images, operating point fixed"}
-    metrics |= {"threshold": point.threshold, "threshold_rule": point.threshold_rule,
+    metrics |= {"degenerate": is_degenerate(test.labels, y_pred), "threshold": point.threshold,
+                "threshold_rule": point.threshold_rule,
                 "temperature": point.temperature, "tta": params.tta, "n_val": len(val.paths),
                 "ece": expected_calibration_error(test.labels, probs),
                 "ece_uncalibrated": expected_calibration_error(test.labels, raw[params.tta]),
-                "compare": compare_settings(test.labels, by_tta, point, positive),
+                "compare": compare_settings(test.labels, by_tta, point, positive,
+                                            params.bootstrap),
                 "leakage_checks": leakage_checks(table)}
     rel_paths = table.filter(is_split(table, "test"))["path"].to_pylist()
     write_parquet(out_dir / "predictions.parquet",

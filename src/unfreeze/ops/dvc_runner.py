@@ -66,15 +66,9 @@ def _address(stage, root: Path) -> str:
     return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
 
 
-def run_stage(root: str | Path, stage: str, force: bool = False,
-              timeout: float | None = None) -> StageRun:
-    """Reproduce one stage with DVC in a subprocess; raise on failure, classified.
-
-    ``force`` reruns the stage even when DVC thinks it is up to date (a data source that DVC
-    does not watch has changed).
-    """
-    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item",
-           *(["--force"] if force else []), stage]
+def run_stage(root: str | Path, stage: str, timeout: float | None = None) -> StageRun:
+    """Reproduce one stage with DVC in a subprocess; raise on failure, classified."""
+    cmd = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=root, env=child_env(), capture_output=True, text=True,

@@ -1,17 +1,20 @@
-"""Promotion: a new model replaces the production one only when it beats it on the test metric;
-releases can be listed and switched back.
+"""Promotion: a new model replaces the production one only when it beats it on the same test
+images (the new test split, both models scored); releases can be listed and switched back.
 
 Layout of the production folder::
 
     production/releases/<id>/   the whole bundle of one promoted model (what `export` wrote and
-                                checked: model.keras, meta.json, labels.txt, saved_model/,
-                                TFLite files …; model.keras + meta.json without export) and
-                                its metrics.json
+                                checked: model.keras, meta.json, labels.txt, MODEL_CARD.md,
+                                saved_model/, TFLite files …; model.keras + meta.json
+                                without export), its metrics.json and trained_on.parquet
+                                (the content hashes of its train + val images)
     production/current          symlink to the release in use (swapped atomically)
     production/pinned           present after `unfreeze release use`: retrains do not promote
                                 until `unfreeze release unpin` (a rollback stays rolled back)
-    production/history.parquet  one row per decision: promoted, rejected, unchanged, pinned,
-                                switched, unpinned
+    production/history.parquet  one row per decision: promoted, rejected, unchanged,
+                                incomparable, pinned, switched, unpinned; for a retrain both
+                                models' metric on the same images, the interval of the
+                                difference, the rule and the test split's fingerprint
 
 Every change of ``current`` and of the history holds ``production/.lock``: a promotion and a
 `release use` never interleave.
@@ -19,10 +22,10 @@ Every change of ``current`` and of the history holds ``production/.lock``: a pro
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,18 +34,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
-from unfreeze.config.errors import ReleaseError
+from unfreeze.config.errors import ReleaseError, UnfreezeError
 from unfreeze.io import permissions, read_json, sha256_file, write_json, write_parquet
 
 REQUIRED_FILES = ("model.keras", "meta.json")
+TRAINED_ON = "trained_on.parquet"  # sha256 of the images a release trained / validated on
 PIN_FILE = "pinned"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One promotion decision, as recorded in ``history.parquet``."""
+    """One promotion decision, as recorded in ``history.parquet``.
 
-    decision: str  # promoted | rejected | unchanged | pinned | switched | unpinned
+    For a retrain, ``new_value`` and ``current_value`` are both models' metric on the same
+    ``n`` images (the new test split, ``test_fingerprint``), with the paired 95 % interval of
+    their difference and McNemar's p-value for accuracy.
+    """
+
+    decision: str  # promoted | rejected | unchanged | incomparable | pinned | switched | unpinned
     metric: str
     new_value: float | None
     current_value: float | None
@@ -51,23 +60,62 @@ class Decision:
     release: str
     reason: str
     time: str
+    rule: str = ""
+    n: int | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+    mcnemar_p: float | None = None
+    test_fingerprint: str = ""
 
 
-def decide_promotion(metric: str, new_value: float | None, current_value: float | None,
-                     min_improvement: float, same_model: bool) -> tuple[str, str]:
-    """(decision, reason). The first model is promoted; later ones must beat the current one
-    by more than ``min_improvement`` (higher is better)."""
+@dataclass(frozen=True)
+class Rule:
+    """How a retrain decides: ``retrain.metric``, ``min_improvement``, ``rule`` and
+    ``on_incomparable``."""
+
+    metric: str
+    min_improvement: float = 0.0
+    rule: str = "ci"  # ci | point
+    on_incomparable: str = "keep"  # keep | promote
+
+
+def decide_promotion(rule: Rule, new_value: float | None, comparison: dict | None,
+                     same_model: bool) -> tuple[str, str]:
+    """(decision, reason). The first model is promoted. A later one is compared with the
+    promoted model on the same images (``comparison``, from
+    :func:`unfreeze.evaluation.compare.paired_comparison` plus ``comparable``/``reason``):
+    ``ci`` promotes when the lower bound of the difference's interval is above
+    ``min_improvement``, ``point`` when the difference is. Higher is better."""
+    m, margin = rule.metric, rule.min_improvement
     if new_value is None:
-        return "rejected", f"the new model has no test {metric}"
+        return "rejected", f"the new model has no test {m}"
     if same_model:
         return "unchanged", "the new model is the promoted model"
-    if current_value is None:
+    if comparison is None:
         return "promoted", "no model was promoted before"
-    if new_value > current_value + min_improvement:
-        return "promoted", (f"{metric} {new_value:.4f} beats {current_value:.4f} "
-                            f"by more than {min_improvement}")
-    return "rejected", (f"{metric} {new_value:.4f} does not beat the promoted "
-                        f"{current_value:.4f} by more than {min_improvement}")
+    if not comparison.get("comparable"):
+        why = f"the promoted model cannot be scored on the new test images: {comparison['reason']}"
+        if rule.on_incomparable == "promote":
+            return "promoted", f"{why}; retrain.on_incomparable is promote"
+        return "incomparable", (f"{why}; kept (set retrain.on_incomparable: promote to "
+                                "replace it)")
+    new, old, diff = comparison["new_value"], comparison["current_value"], comparison["difference"]
+    if diff is None:
+        return "rejected", f"{m} is undefined on the new test images (one class only)"
+    said = f"{m} {new:.4f} vs {old:.4f} " + (
+        f"on the same {comparison['n']} images" if comparison.get("n") else
+        "as stored with each model (not on the same images)")
+    if rule.rule == "point":
+        verdict = diff > margin
+        said += f": difference {diff:+.4f} {'>' if verdict else '<='} {margin}"
+    else:
+        ci = comparison.get("ci95")
+        if ci is None:
+            return "rejected", f"{said}: the difference has no interval (undefined resamples)"
+        verdict = ci["low"] > margin
+        said += (f": difference {diff:+.4f}, 95% CI [{ci['low']:+.4f}, {ci['high']:+.4f}], "
+                 f"lower bound {'>' if verdict else '<='} {margin}")
+    return ("promoted" if verdict else "rejected"), said
 
 
 def current_release(production: Path) -> Path | None:
@@ -82,41 +130,92 @@ def lock(production: Path) -> FileLock:
     return FileLock(str(production / ".lock"))
 
 
-def promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
-            min_improvement: float) -> Decision:
+def promote(model_dir: Path, metrics_path: Path, production: Path, rule: Rule,
+            compare: Callable[[Path], dict] | None = None,
+            trained_on: list[str] | None = None) -> Decision:
     """Compare, then (only if better) publish the model and its metrics; record the decision.
 
-    While a release is pinned (`unfreeze release use`) nothing is promoted: ``pinned``.
+    ``compare(current_release)`` scores the promoted model on the new test images and
+    returns the paired comparison (it runs before ``production/.lock`` is taken, so a long
+    scoring never blocks `release use`; a user error in it makes the pair ``incomparable``);
+    without it, the metric stored with each model is compared (no interval: only
+    ``rule.rule == "point"`` can promote then). ``trained_on`` (content hashes of the images
+    the new model trained and validated on) is kept in the release, so that a later
+    comparison leaves those images out. While a release is pinned (`unfreeze release use`)
+    nothing is compared or promoted: ``pinned``.
     """
-    with lock(production):
-        return _promote(model_dir, metrics_path, production, metric, min_improvement)
-
-
-def _promote(model_dir: Path, metrics_path: Path, production: Path, metric: str,
-             min_improvement: float) -> Decision:
-    new_metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    new_metrics = read_json(metrics_path)
     model_hash = sha256_file(model_dir / "model.keras")
     current = current_release(production)
-    current_metrics = (json.loads((current / "metrics.json").read_text(encoding="utf-8"))
-                       if current else {})
+    comparison = _compare(new_metrics, model_hash, production, current, rule, compare)
+    with lock(production):
+        if current_release(production) != current:  # switched while we were scoring
+            current = current_release(production)
+            comparison = _compare(new_metrics, model_hash, production, current, rule, compare)
+        return _promote(model_dir, new_metrics, model_hash, production, current, rule,
+                        comparison, trained_on)
+
+
+def _compare(new_metrics: dict, model_hash: str, production: Path, current: Path | None,
+             rule: Rule, compare: Callable[[Path], dict] | None) -> dict | None:
+    """The comparison with ``current``, or None where none is needed (no current model, the
+    same model, no new value, a pinned release)."""
+    current_metrics = _metrics(current) if current else {}
+    new_value = new_metrics.get(rule.metric)
+    if (current is None or current_metrics.get("model_sha256") == model_hash
+            or new_value is None or (production / PIN_FILE).is_file()):
+        return None
+    if compare is None:
+        return stored_comparison(rule.metric, new_value, current_metrics.get(rule.metric))
+    try:
+        return compare(current)
+    except UnfreezeError as exc:  # e.g. the new run's predictions do not match its split
+        return {"comparable": False, "reason": str(exc)}
+
+
+def _promote(model_dir: Path, new_metrics: dict, model_hash: str, production: Path,
+             current: Path | None, rule: Rule, comparison: dict | None,
+             trained_on: list[str] | None) -> Decision:
+    current_metrics = _metrics(current) if current else {}
     same = current is not None and current_metrics.get("model_sha256") == model_hash
-    decision, reason = decide_promotion(metric, new_metrics.get(metric),
-                                        current_metrics.get(metric), min_improvement, same)
-    if decision == "promoted" and (production / PIN_FILE).is_file():
-        decision, reason = "pinned", (f"{reason}, but {current.name if current else 'a release'}"
-                                      " is pinned by `unfreeze release use`; run `unfreeze "
-                                      "release unpin` to let retrains promote again")
+    new_value = new_metrics.get(rule.metric)
+    if current is not None and not same and (production / PIN_FILE).is_file():
+        decision, reason = "pinned", (f"{current.name} is pinned by `unfreeze release use`: "
+                                      "not compared, not promoted; run `unfreeze release "
+                                      "unpin` to let retrains promote again")
+    else:
+        decision, reason = decide_promotion(rule, new_value, comparison, same)
     release = ""
     if decision == "promoted":
-        release = publish(model_dir, new_metrics | {"model_sha256": model_hash}, production)
+        release = publish(model_dir, new_metrics | {"model_sha256": model_hash}, production,
+                          trained_on)
     elif current is not None:
         release = current.name
-    return _record(production, decision, metric, new_metrics.get(metric),
-                   current_metrics.get(metric), model_hash, release, reason, min_improvement)
+    c = comparison if comparison and comparison.get("comparable") else {}
+    ci = c.get("ci95") or {}
+    return _record(production, Decision(
+        decision, rule.metric, c.get("new_value", new_value),
+        c.get("current_value", current_metrics.get(rule.metric)), rule.min_improvement,
+        model_hash, release, reason, _now(), rule=rule.rule, n=c.get("n"),
+        ci95_low=ci.get("low"), ci95_high=ci.get("high"),
+        mcnemar_p=(c.get("mcnemar") or {}).get("p_value"),
+        test_fingerprint=(comparison or {}).get("test_fingerprint", "")))
 
 
-def publish(model_dir: Path, metrics: dict, production: Path) -> str:
-    """Copy the whole bundle into a new release folder, then point ``current`` at it."""
+def stored_comparison(metric: str, new_value: float, stored: float | None) -> dict:
+    """The comparison without a champion to score: the numbers stored with each model,
+    measured on whatever test images each had (no interval, no pairing)."""
+    if stored is None:
+        return {"comparable": False, "reason": f"the promoted model has no stored {metric}"}
+    return {"comparable": True, "new_value": new_value, "current_value": stored,
+            "difference": new_value - stored, "n": None, "ci95": None}
+
+
+def publish(model_dir: Path, metrics: dict, production: Path,
+            trained_on: list[str] | None = None) -> str:
+    """Copy the whole bundle into a new release folder (with ``trained_on``, the content
+    hashes of its training and validation images, as :data:`TRAINED_ON`), then point
+    ``current`` at it."""
     releases = production / "releases"
     releases.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -126,6 +225,8 @@ def publish(model_dir: Path, metrics: dict, production: Path) -> str:
         shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(".*"))
         os.chmod(staging, permissions(directory=True))
         write_json(staging / "metrics.json", metrics)
+        if trained_on is not None:
+            write_parquet(staging / TRAINED_ON, pa.table({"sha256": sorted(set(trained_on))}))
         os.replace(staging, releases / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -166,10 +267,10 @@ def use_release(production: Path, name: str, metric: str) -> Decision:
         before = _metrics(previous) if previous else {}
         point_current(production, name)
         write_json(production / PIN_FILE, {"release": name})
-        return _record(production, "switched", metric, _metrics(release).get(metric),
-                       before.get(metric), sha256_file(release / "model.keras"), name,
-                       f"`unfreeze release use {name}` (was "
-                       f"{previous.name if previous else '—'}); pinned")
+        return _record(production, Decision(
+            "switched", metric, _metrics(release).get(metric), before.get(metric), 0.0,
+            sha256_file(release / "model.keras"), name, f"`unfreeze release use {name}` (was "
+            f"{previous.name if previous else '—'}); pinned", _now()))
 
 
 def unpin(production: Path, metric: str) -> Decision:
@@ -178,19 +279,20 @@ def unpin(production: Path, metric: str) -> Decision:
         current = current_release(production)
         (production / PIN_FILE).unlink(missing_ok=True)
         value = _metrics(current).get(metric) if current else None
-        return _record(production, "unpinned", metric, value, value,
-                       sha256_file(current / "model.keras") if current else "",
-                       current.name if current else "", "`unfreeze release unpin`")
+        return _record(production, Decision(
+            "unpinned", metric, value, value, 0.0,
+            sha256_file(current / "model.keras") if current else "",
+            current.name if current else "", "`unfreeze release unpin`", _now()))
 
 
-def _record(production: Path, decision: str, metric: str, new: float | None,
-            old: float | None, sha: str, release: str, reason: str,
-            min_improvement: float = 0.0) -> Decision:
-    """Append one decision, stamped now, to ``history.parquet``; return it."""
-    record = Decision(decision, metric, new, old, min_improvement, sha, release, reason,
-                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
+def _record(production: Path, record: Decision) -> Decision:
+    """Append one decision to ``history.parquet``; return it."""
     append_history(production / "history.parquet", record)
     return record
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_history(production: Path) -> list[dict]:
@@ -207,13 +309,20 @@ def _metrics(release: Path) -> dict:
 def append_history(path: Path, record: Decision) -> None:
     """Append one decision to the Parquet history (rewritten atomically)."""
     row = pa.Table.from_pylist([asdict(record)], schema=HISTORY_SCHEMA)
-    table = pa.concat_tables([pq.read_table(path), row]) if path.is_file() else row
-    write_parquet(path, table)
+    if path.is_file():  # a history written before a column existed gets nulls there
+        old = pq.read_table(path)
+        old = pa.table({f.name: old[f.name] if f.name in old.column_names
+                        else pa.nulls(old.num_rows, f.type) for f in HISTORY_SCHEMA},
+                       schema=HISTORY_SCHEMA)
+        row = pa.concat_tables([old, row])
+    write_parquet(path, row)
 
 
 HISTORY_SCHEMA = pa.schema([
     ("decision", pa.string()), ("metric", pa.string()), ("new_value", pa.float64()),
     ("current_value", pa.float64()), ("min_improvement", pa.float64()),
     ("model_sha256", pa.string()), ("release", pa.string()), ("reason", pa.string()),
-    ("time", pa.string()),
+    ("time", pa.string()), ("rule", pa.string()), ("n", pa.int64()),
+    ("ci95_low", pa.float64()), ("ci95_high", pa.float64()), ("mcnemar_p", pa.float64()),
+    ("test_fingerprint", pa.string()),
 ])

@@ -6,16 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from unfreeze.config.params import METRIC_NAMES
+from unfreeze.evaluation.caveats import caveats
 from unfreeze.io import read_json
 
 TEST_METRICS = Path("reports/evaluate/metrics.json")
 CV_METRICS = Path("reports/cv/metrics.json")
+NOISE = ("ci95", "bootstrap")  # intervals move with every point value: noise in a diff
 
 
 def flat_metrics(data: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested metrics dict, keyed like ``dvc metrics show``."""
+    """Numeric leaves of a nested metrics dict, keyed like ``dvc metrics show`` (intervals
+    and bootstrap settings left out)."""
     out: dict[str, float] = {}
     for key, value in data.items():
+        if key in NOISE:
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flat_metrics(value, f"{name}."))
@@ -31,8 +36,6 @@ def snapshot(root: str | Path) -> dict[str, dict[str, float]]:
         path = Path(root) / rel
         if path.is_file():
             data = read_json(path)
-            if rel == TEST_METRICS:  # intervals move with every point value: noise in a diff
-                data = {k: v for k, v in data.items() if k not in ("ci95", "bootstrap")}
             if rel == CV_METRICS:  # per-fold value lists are noise in a diff
                 data = {k: v for k, v in data.items() if k != "metrics"} | {
                     "metrics": {m: {k: v[k] for k in ("mean", "std")}
@@ -77,6 +80,13 @@ def summary_table(root: str | Path) -> list[dict]:
                      "cv_mean": agg.get("mean"), "cv_std": agg.get("std"),
                      "cv_ci95_low": ci[0], "cv_ci95_high": ci[1]})
     return rows
+
+
+def warnings(root: str | Path) -> list[str]:
+    """The caveats of the working copy's test and CV metrics (degenerate models, a CV that
+    does not estimate the main model): shown before any number."""
+    root = Path(root)
+    return caveats(_read(root / TEST_METRICS), _read(root / CV_METRICS))
 
 
 def _read(path: Path) -> dict:
