@@ -1,6 +1,32 @@
-"""What several benchmarks share: the ELPV demo split, as the stages make it."""
+"""What several benchmarks share: the machine they ran on, the ELPV demo split as the stages
+make it."""
 
 from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+# CPU flags that change what TensorFlow's CPU kernels can do (oneDNN picks its code path).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+               "amx_bf16", "amx_tile")
+
+
+def machine() -> str:
+    """One line naming the CPU model, the cores this process may use and the speed-relevant
+    CPU flags it has: print it with every figure (figures differ between CPU classes)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    has = [f for f in SPEED_FLAGS if f in flags] or ["(flags unknown)"]
+    return f"machine: {model}, {cores} cores, {' '.join(has)}"
 
 
 def demo_split():

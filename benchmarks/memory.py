@@ -1,7 +1,8 @@
 """Peak memory and wall time of `dvc repro evaluate` as the data grows: 1x, 2x, 4x ELPV.
 
     .venv/bin/python benchmarks/memory.py [--repeats 1 2 4] [--size 96] [--head-epochs 1]
-                                          [--finetune-epochs 1] [--keep DIR]
+                                          [--finetune-epochs 1] [--finetune-cached-views 0]
+                                          [--keep DIR]
 
 For each repeat factor k, builds a fresh project (git + DVC, this checkout's code and
 dvc.yaml) whose ``data/images`` holds the 2,624 ELPV images k times over, in class folders.
@@ -56,8 +57,8 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
     """A committed project of this checkout's code over ``repeats`` x ELPV."""
     import yaml
 
-    dest.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    (dest / "data").mkdir(parents=True)
+    for name in ("dvc.yaml", "data/dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / name, dest / name)
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, dest / folder,
@@ -68,6 +69,7 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
     params["model"].update(weights=None, image_size=args.size)
     params["head"]["epochs"] = args.head_epochs
     params["finetune"]["epochs"] = args.finetune_epochs
+    params["finetune"]["cached_views"] = args.finetune_cached_views
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     with open(dest / ".git/info/exclude", "a") as exclude:
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--head-epochs", type=int, default=1)
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--finetune-cached-views", type=int, default=0,
+                        help="finetune.cached_views (>0: phase two reads stored activations)")
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="unfreeze-memory-"))

@@ -25,6 +25,8 @@ quiet_environment()
 os.environ.setdefault(RAW_STDERR_ENV, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The `source` stage's address: it is declared alone in data/dvc.yaml (a cheap lock to rewrite).
+SOURCE = "data/dvc.yaml:source"
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200), "eel": (40, 200, 40)}
 
 
@@ -109,14 +111,15 @@ def set_params(project: Path, **changes: dict) -> None:
 
 def make_project(dest: Path, params: dict, per_class: dict[str, int], group_size: int = 0
                  ) -> Path:
-    """A committed git + DVC copy of this project (code, dvc.yaml, params) with tiny images."""
+    """A committed git + DVC copy of this project (code, both dvc.yaml, params) with tiny
+    images."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    (dest / "data").mkdir()
+    for name in ("dvc.yaml", "data/dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / name, dest / name)
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, dest / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (dest / "data").mkdir()
     make_image_folder(dest / "data/images", per_class, size=48, group_size=group_size)
     (dest / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
     run_in(dest, "git", "init", "-q")

@@ -1,4 +1,5 @@
-"""Static checks of dvc.yaml: scripts, library and params each stage depends on."""
+"""Static checks of dvc.yaml and data/dvc.yaml: scripts, library and params each stage
+depends on."""
 
 import ast
 from pathlib import Path
@@ -8,7 +9,9 @@ import yaml
 from unfreeze.config.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+DATA = yaml.safe_load((ROOT / "data/dvc.yaml").read_text())["stages"]
+SPEC = PIPELINE | DATA
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -47,6 +50,15 @@ def test_every_stage_depends_on_its_script_and_the_whole_library():
             inside_project = origin.is_relative_to(ROOT) and ".venv" not in origin.parts
             assert not inside_project or origin.is_relative_to(ROOT / "src/unfreeze"), (
                 name, module)
+
+
+def test_the_always_changed_source_stage_is_alone_in_its_dvc_yaml_with_root_paths():
+    """`source` runs on every `dvc repro`; DVC then rewrites its dvc.yaml's lock file, so it
+    has a small one of its own. Its paths and params.yaml are the project root's."""
+    assert list(DATA) == ["source"] and "source" not in PIPELINE
+    assert DATA["source"]["wdir"] == ".." and DATA["source"]["always_changed"] is True
+    assert not any(s.get("always_changed") for s in PIPELINE.values())
+    assert "data/source.json" in PIPELINE["prepare"]["deps"]
 
 
 def test_bytecode_caches_are_not_part_of_the_library_dependency():

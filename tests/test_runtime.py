@@ -124,6 +124,15 @@ def test_a_bug_is_not_a_user_error():
         runtime.stage_main("stage", bug)
 
 
+def test_a_stage_without_tensorflow_starts_no_stderr_filter(monkeypatch):
+    started = []
+    monkeypatch.setattr(runtime, "filter_native_stderr", lambda: started.append(True))
+    assert runtime.stage_main("source", lambda: None, tensorflow=False) == 0
+    assert started == []
+    assert runtime.stage_main("head", lambda: None) == 0
+    assert started == [True]
+
+
 def test_child_processes_get_the_quiet_defaults_and_this_python_first():
     env = runtime.child_env({"PATH": "/usr/bin", "DVC_NO_ANALYTICS": "0",
                              "TF_CPP_MIN_LOG_LEVEL": "1"})

@@ -153,10 +153,13 @@ def _end_filter(process: subprocess.Popen, real: int) -> None:
         process.wait(timeout=2)  # longer only while children still hold the pipe
 
 
-def stage_main(name: str, run: Callable[[], object]) -> int:
-    """Run a stage body; a user error prints ``<stage>: error: …`` and exits with code 2."""
+def stage_main(name: str, run: Callable[[], object], tensorflow: bool = True) -> int:
+    """Run a stage body; a user error prints ``<stage>: error: …`` and exits with code 2.
+    ``tensorflow=False``: the body never imports TensorFlow, so no stderr filter is started
+    (a process less, for the stage that runs on every `dvc repro`)."""
     quiet_environment()
-    filter_native_stderr()
+    if tensorflow:
+        filter_native_stderr()
     try:
         run()
     except UnfreezeError as exc:
@@ -176,13 +179,13 @@ STAGE_ARGS: dict[str, str | dict[str, Any]] = {
 
 def stage_cli(name: str, description: str, arguments: Iterable[str | tuple[str, Any]],
               body: Callable[[argparse.Namespace], object], argv: list[str] | None = None,
-              params: bool = True) -> int:
+              params: bool = True, tensorflow: bool = True) -> int:
     """A stage script's whole ``main``: parse ``arguments``, load ``--params``, run ``body``.
 
     ``arguments`` are flags of :data:`STAGE_ARGS` or ``(flag, help)`` / ``(flag, keywords)``
     pairs; a plain help string makes a required argument. With ``params``, ``args.params``
     is the loaded :class:`~unfreeze.config.params.Params` when ``body`` runs. ``name`` may
-    use the arguments, e.g. ``cv@{fold}``.
+    use the arguments, e.g. ``cv@{fold}``. ``tensorflow``: as in :func:`stage_main`.
     """
     parser = argparse.ArgumentParser(description=description)
     if params:
@@ -200,4 +203,4 @@ def stage_cli(name: str, description: str, arguments: Iterable[str | tuple[str, 
             args.params = load_params(args.params)
         return body(args)
 
-    return stage_main(name.format(**vars(args)), run)
+    return stage_main(name.format(**vars(args)), run, tensorflow)

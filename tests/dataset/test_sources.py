@@ -83,3 +83,18 @@ def test_fingerprint_takes_file_names_that_are_not_utf8(tmp_path):
     summary, table = sources.fingerprint(tmp_path)
     assert summary["files"] == 1 and len(table) == 1
     assert sources.fingerprint(tmp_path, table)[0] == summary
+
+
+def test_listing_walks_nested_folders_without_following_folder_links(tmp_path):
+    (tmp_path / "cat/site1").mkdir(parents=True)
+    (tmp_path / "cat/site1/a.png").write_bytes(b"abc")
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog/b.png").write_bytes(b"de")
+    (tmp_path / "dog/link.png").symlink_to(tmp_path / "dog/b.png")  # a file link: followed
+    (tmp_path / "dog/gone.png").symlink_to(tmp_path / "nowhere.png")  # broken: absent
+    (tmp_path / "mirror").symlink_to(tmp_path / "cat")  # a folder link: not followed
+    found = sources.listing(tmp_path)
+    assert sorted(found) == ["cat/site1/a.png", "dog/b.png", "dog/link.png"]
+    assert found["cat/site1/a.png"][0] == 3 and found["dog/link.png"][0] == 2
+    assert found["dog/b.png"][1] == (tmp_path / "dog/b.png").stat().st_mtime_ns
+    assert sources.listing(tmp_path / "missing") == {}

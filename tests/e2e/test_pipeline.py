@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import make_image_folder, make_project, run_in, set_params
+from conftest import SOURCE, make_image_folder, make_project, run_in, set_params
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def stale_stages(project: Path, *targets: str) -> list[str]:
     and what follows it reruns only when its output changed."""
     deps = ("--with-deps", *targets) if targets else ()
     out = run(project, sys.executable, "-m", "dvc", "status", "--json", *deps).stdout
-    return sorted(set(json.loads(out)) - {"source"})
+    return sorted(set(json.loads(out)) - {SOURCE})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def check_png(path: Path, min_side: int = 200) -> None:
 
 def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     project, first_run = built
-    assert first_run == ["source", *MAIN]  # `source` fingerprints the data on every run
+    assert first_run == [SOURCE, *MAIN]  # `source` fingerprints the data on every run
 
     manifest = pq.read_table(project / "data/manifest.parquet").to_pylist()
     assert len(manifest) == 33
@@ -168,7 +168,7 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
     assert "reports/evaluate/metrics.json" in json.dumps(shown)
 
     # nothing changed: nothing runs
-    assert repro(project, "evaluate") == ["source"]
+    assert repro(project, "evaluate") == [SOURCE]
 
     # Which stages have changed inputs (`dvc status`; the real reruns are exercised by the
     # resume test and the retrain flow tests). finetune.learning_rate changed: finetune only;
@@ -194,10 +194,10 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
 
 def test_cross_validation_of_both_phases_folds_and_report(project):
     ran = repro(project, "cv_report")
-    assert ran[:2] == ["source", "folds"] and sorted(ran[2:-1]) == sorted(FOLD_STAGES)
+    assert ran[:2] == [SOURCE, "folds"] and sorted(ran[2:-1]) == sorted(FOLD_STAGES)
     assert ran[-1:] == ["cv_report"]
     assert not set(ran) & set(MAIN)  # CV never retrains or re-evaluates the main model
-    assert not set(repro(project, "report")) - {"source", "export", "report"}
+    assert not set(repro(project, "report")) - {SOURCE, "export", "report"}
     assert f"Cross-validation ({K} folds, phases head, finetune)" in (
         project / "reports/index.html").read_text()
 
@@ -265,16 +265,16 @@ def test_cross_validation_of_both_phases_folds_and_report(project):
 
     # new images under data/images: once `source` has fingerprinted them, prepare is stale
     make_image_folder(project / "data/images", {"eel": 6}, size=48)
-    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "source")
+    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", SOURCE)
     assert stale_stages(project, "prepare") == ["prepare"]
     shutil.rmtree(project / "data/images/eel")  # back to the built state for later tests
-    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", "source")
+    run(project, sys.executable, "-m", "dvc", "repro", "--single-item", SOURCE)
     assert stale_stages(project, "prepare") == []
 
 
 def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     """`dvc repro export`, then the CLI on the exported model, then the page in Chromium."""
-    assert set(repro(project, "export")) <= {"source", "export"}
+    assert set(repro(project, "export")) <= {SOURCE, "export"}
     assert "export" not in stale_stages(project, "export")
     parity = json.loads((project / "reports/export/metrics.json").read_text())
     assert parity["passed"] and parity["n_test"] == 8

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_project, project_env, set_params, stop, wait_until
+from conftest import SOURCE, make_project, project_env, set_params, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ TINY = {
     # the bundle with its operating point only; the formats are tested in test_pipeline
     "export": {"savedmodel": False, "tflite": False, "quantize": False},
 }
-MAIN = {"source", "prepare", "split", "head", "finetune", "evaluate", "export", "report"}
+MAIN = {SOURCE, "prepare", "split", "head", "finetune", "evaluate", "export", "report"}
 CV = {"folds", "cv_report", *(f"cv@{k}" for k in range(10))}
 
 
@@ -111,7 +111,7 @@ def test_a_retrain_with_nothing_changed_runs_nothing_and_promotes_nothing(
     decided = len(history(project))
     state = retrain(project, monkeypatch, return_state=True)
     result = state.result()
-    assert ran(result) == {"source"} and not result["source_changed"]  # source: a listing
+    assert ran(result) == {SOURCE} and not result["source_changed"]  # source: a listing
     assert result["promotion"]["decision"] == "unchanged"
     assert (project / "production/current").resolve() == release
     assert [h["decision"] for h in history(project)[decided:]] == ["unchanged"]
@@ -127,7 +127,7 @@ def test_changing_the_threshold_rule_reruns_no_training_and_no_fold(
         set_params(project, evaluate={"threshold": TINY.get("evaluate", {}).get(
             "threshold", 0.5)})
     # no training, no fold: the CV report re-applies the rule to the folds' stored views
-    assert ran(result) == {"source", "evaluate", "cv_report", "export", "report"}
+    assert ran(result) == {SOURCE, "evaluate", "cv_report", "export", "report"}
     # the same model, re-exported: a threshold never moves ROC-AUC, so it is not promoted
     decision = history(project)[-1]
     assert decision["new_value"] == decision["current_value"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import make_project, project_env, run_in, stop
+from conftest import SOURCE, make_project, project_env, run_in, stop
 
 from unfreeze import cli
 from unfreeze.ops import scaleout
@@ -105,7 +105,7 @@ def test_folds_are_spread_over_both_workers_and_aggregated(cluster):
         other = "w1" if worker == "w0" else "w0"
         assert not (cluster[other] / f"reports/cv/fold_{k}/views.parquet").exists()
     # the coordinator trained nothing: it reproduced the stages up to `folds` and the report
-    assert "ran here: source, prepare, split, folds, cv_report" in remote.stdout
+    assert f"ran here: {SOURCE}, prepare, split, folds, cv_report" in remote.stdout
     assert any((cluster["root"] / "remote").rglob("*"))  # artifacts went through the remote
 
 
@@ -122,7 +122,7 @@ def test_the_aggregated_report_equals_a_local_run(cluster):
     # the coordinator's dvc.lock now records the workers' folds: nothing is stale (but
     # `source`, which is always_changed: it fingerprints the data on every run)
     status = run_in(coord, *dvc_cmd("status", "--json", "--with-deps", "cv_report")).stdout
-    assert set(json.loads(status)) == {"source"}
+    assert set(json.loads(status)) == {SOURCE}
 
 
 @pytest.mark.slow
@@ -138,12 +138,18 @@ def test_uncommitted_changes_missing_remote_and_lock_entries(tmp_path):
     run_in(tmp_path, "git", "init", "-q")
     (tmp_path / "params.yaml").write_text("seed: 1\n")
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  a:\n    cmd: x\n")
+    (tmp_path / "data").mkdir()  # a stage of data/dvc.yaml has its entry in data/dvc.lock
+    (tmp_path / "data/dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: z\n")
     run_in(tmp_path, "git", "add", "-A")
     run_in(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "i")
     rev = scaleout.committed_rev(tmp_path)
-    scaleout.write_lock_entries(tmp_path, {"b": {"cmd": "y"}})  # dvc.lock may differ
-    assert scaleout.committed_rev(tmp_path) == rev
-    assert scaleout.lock_entries(tmp_path, ["a", "b"]) == {"a": {"cmd": "x"}, "b": {"cmd": "y"}}
+    scaleout.write_lock_entries(tmp_path, {"b": {"cmd": "y"}, "data/dvc.yaml:t": {"cmd": "w"}})
+    assert scaleout.committed_rev(tmp_path) == rev  # lock files may differ
+    assert scaleout.lock_entries(tmp_path, ["a", "b", "data/dvc.yaml:s", "data/dvc.yaml:t"]
+                                 ) == {"a": {"cmd": "x"}, "b": {"cmd": "y"},
+                                       "data/dvc.yaml:s": {"cmd": "z"},
+                                       "data/dvc.yaml:t": {"cmd": "w"}}
+    assert "t" not in yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
     with pytest.raises(scaleout.ScaleOutError, match="no entry for c"):
         scaleout.lock_entries(tmp_path, ["c"])
     run_in(tmp_path, sys.executable, "-m", "dvc", "init", "-q")

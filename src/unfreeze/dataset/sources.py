@@ -152,16 +152,25 @@ def _rel(root: Path, path: Path) -> str:
 
 def listing(root: str | Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` (folder symlinks not followed): relative posix path →
-    (size, mtime in ns). A stat per file, no file is read."""
-    root = Path(root)
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
-            path = Path(dirpath) / name
-            with contextlib.suppress(FileNotFoundError):  # removed while listing: absent
-                st = path.stat()
-                out[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    (size, mtime in ns). A stat per file, no file is read; strings, not Path objects, because
+    this runs on every `dvc repro` over every image."""
+    out: dict[str, tuple[int, int]] = {}
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # removed while listing, or unreadable: absent (as os.walk)
+            continue
+        for entry in entries:
+            rel = prefix + entry.name
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_dir():
+                    if not entry.is_symlink():  # folder symlinks are not followed
+                        pending.append((entry.path, rel + "/"))
+                else:
+                    st = entry.stat()  # follows a file symlink, as Path.stat did
+                    out[rel] = (st.st_size, st.st_mtime_ns)
     return out
 
 

@@ -66,32 +66,46 @@ def git(cwd: Path, *args: str) -> str:
     return command(cwd, "git", *args, what=f"`git {' '.join(args)}`").stdout
 
 
+def _lock_address(root: Path, stage: str) -> tuple[Path, str]:
+    """The lock file holding ``stage`` (an address as `dvc repro` takes it: ``name`` in
+    ``dvc.yaml``, or ``path/dvc.yaml:name``) and the stage's name in that file."""
+    dvcfile, _, name = stage.rpartition(":")
+    return root / Path(dvcfile or "dvc.yaml").with_suffix(".lock"), name
+
+
 def lock_entries(root: Path, stages: list[str]) -> dict[str, dict]:
-    """The ``dvc.lock`` entries of ``stages`` (what each ran on and produced, by hash)."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
-    found = lock.get("stages", {})
-    missing = [s for s in stages if s not in found]
-    if missing:
-        raise ScaleOutError(f"{root / 'dvc.lock'} has no entry for {', '.join(missing)}: "
-                            "the stage has not run in this working copy")
-    return {s: found[s] for s in stages}
+    """The lock entries of ``stages`` (what each ran on and produced, by hash), by address."""
+    out = {}
+    for stage in stages:
+        path, name = _lock_address(root, stage)
+        lock = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+        if name not in lock.get("stages", {}):
+            raise ScaleOutError(f"{path} has no entry for {stage}: the stage has not run in "
+                                "this working copy")
+        out[stage] = lock["stages"][name]
+    return out
 
 
 def write_lock_entries(root: Path, entries: dict[str, dict]) -> None:
-    """Put ``entries`` into ``root/dvc.lock`` (atomically), keeping every other entry."""
-    path = root / "dvc.lock"
-    lock = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
-    lock.setdefault("schema", "2.0")
-    lock.setdefault("stages", {}).update(entries)
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(lock, sort_keys=False))
+    """Put ``entries`` (by stage address) into their lock files (atomically), keeping every
+    other entry."""
+    by_file: dict[Path, dict[str, dict]] = {}
+    for stage, entry in entries.items():
+        path, name = _lock_address(root, stage)
+        by_file.setdefault(path, {})[name] = entry
+    for path, found in by_file.items():
+        lock = (yaml.safe_load(path.read_text()) if path.is_file() else None) or {}
+        lock.setdefault("schema", "2.0")
+        lock.setdefault("stages", {}).update(found)
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
 def committed_rev(root: Path) -> str:
     """The commit workers check out; refuses when tracked files differ from it."""
     changed = [line[3:] for line in git(root, "status", "--porcelain",
                                         "--untracked-files=no").splitlines()
-               if line[3:] != "dvc.lock"]
+               if Path(line[3:]).name != "dvc.lock"]
     if changed:
         raise ScaleOutError(f"{root}: {', '.join(changed)} changed since the last commit. "
                             "Workers check out a commit: commit (and push to the git remote "
