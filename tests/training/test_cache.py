@@ -123,6 +123,30 @@ def test_the_least_recently_used_entries_go_first_and_the_running_set_stays(tmp_
     assert len(cache.entries()) == 6
 
 
+def test_stored_activations_share_the_limit_and_a_killed_writers_file_goes_after_a_day(
+        tmp_path):
+    paths, keys = images(tmp_path, 2)
+    cache = DecodedCache(tmp_path / "cache", max_bytes=0)
+    cache.fill(paths, keys, 8, inputs.decode_all)
+    folder = cache.root / cache_lib.ACTIVATIONS / "ab"
+    folder.mkdir(parents=True)
+    view = folder / f"{'ab' * 32}.npy"
+    np.save(view, np.zeros((100,), np.float32))
+    half = folder / f".{'cd' * 32}.x1y2.tmp.npy"  # a pass killed while writing
+    half.write_bytes(b"half")
+    day_ago = time.time() - cache_lib.RECENT - 60
+    for file in (view, half):
+        os.utime(file, (day_ago, day_ago))
+    assert view in {e.path for e in cache.entries()} and cache.is_current(view)
+    assert cache.summary()["groups"]["activations"]["files"] == 1
+    assert cache.prune(drop_stale=True) == (0, 0)  # activations are never stale by folder
+    assert not half.exists()  # but a day-old half-written file is gone
+    writing = folder / f".{'ef' * 32}.z9.tmp.npy"  # another stage's write in progress
+    writing.write_bytes(b"writing")
+    assert cache.prune(max_bytes=1, recent=0) == (3, 400 + 128 + 2 * 8 * 8 * 3)
+    assert writing.exists() and not view.exists()  # over the limit: the view goes, LRU
+
+
 @pytest.mark.parametrize(("text", "size"), [("4G", 4 << 30), ("500M", 500 << 20),
                                              ("1.5g", 3 << 29), ("0", 0), ("2048", 2048)])
 def test_sizes_are_read_in_binary_units(text, size):

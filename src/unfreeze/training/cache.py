@@ -47,9 +47,14 @@ DEFAULT_CACHE_DIR = ".unfreeze/cache"
 DEFAULT_MAX = "4G"
 RECENT = 24 * 3600  # automatic pruning spares entries used this recently (concurrent stages)
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-# What cache entries look like under the root (0.1 had no decoder folder); nothing else is
-# ever removed, in-progress ``.name.tmp`` files included.
-ENTRY = re.compile(r"^(?:(?P<decoder>v\d+-[^/]+)/)?\d+px/[0-9a-f]{2}/[0-9a-f]+\.u8$")
+# What cache entries look like under the root: decoded images (0.1 had no decoder folder)
+# and stored activations (unfreeze.training.activations, keyed by what decides them, so
+# never stale by folder). Nothing else is ever removed, in-progress ``.name.tmp`` files
+# included, except activation files a killed stage left half-written a day ago or more.
+ENTRY = re.compile(r"^(?:(?:(?P<decoder>v\d+-[^/]+)/)?\d+px/[0-9a-f]{2}/[0-9a-f]+\.u8"
+                   r"|activations/[0-9a-f]{2}/[0-9a-f]{64}\.npy)$")
+ACTIVATIONS = "activations"  # the folder of stored activations under the root
+ABANDONED = re.compile(r"^activations/[0-9a-f]{2}/\.[0-9a-f]{64}\.[^/]+\.tmp\.npy$")
 LOCK_FILE = ".lock"
 
 Decoder = Callable[[list[str], int], Iterable[np.ndarray]]
@@ -166,18 +171,36 @@ class DecodedCache:
             total = sum(e.size for e in entries)
             idle_since = time.time() - recent
             idle = sorted((e for e in entries if e.path not in keep and e.used < idle_since),
-                          key=lambda e: (e.path.is_relative_to(self.current), e.used))
+                          key=lambda e: (self.is_current(e.path), e.used))
             removed = freed = 0
             for entry in idle:
-                stale = not entry.path.is_relative_to(self.current)
+                stale = not self.is_current(entry.path)
                 if not (limit and total - freed > limit) and not (drop_stale and stale):
                     break
                 entry.path.unlink(missing_ok=True)
                 removed, freed = removed + 1, freed + entry.size
+            for abandoned in self.abandoned(time.time() - RECENT):
+                abandoned.unlink(missing_ok=True)
         if limit and total - freed > limit:
             print(f"decoded cache: {(total - freed) / 1e6:.0f} MB, all in use recently, is "
                   f"over {MAX_ENV}={limit / 1e6:.0f} MB; kept", file=sys.stderr)
         return removed, freed
+
+    def is_current(self, path: Path) -> bool:
+        """Whether an entry is one the current code can use (other decoders' are stale)."""
+        return (path.is_relative_to(self.current)
+                or path.is_relative_to(self.root / ACTIVATIONS))
+
+    def abandoned(self, before: float) -> list[Path]:
+        """Half-written activation files (a killed stage's) last written before ``before``."""
+        folder = self.root / ACTIVATIONS
+        out = []
+        for path in folder.glob("*/.*.tmp.npy") if folder.is_dir() else []:
+            with contextlib.suppress(FileNotFoundError):
+                if (ABANDONED.match(path.relative_to(self.root).as_posix())
+                        and path.stat().st_mtime < before):
+                    out.append(path)
+        return out
 
     def summary(self) -> dict:
         """Files and bytes per decoder and image size, and in all."""

@@ -11,6 +11,11 @@ per epoch (the classic recipe), the frozen part runs over the training images
 - ``cached_views: K > 1``: K augmented views, computed once; epoch ``e`` uses view ``e % K``;
 - ``cached_views: 0``: no caching, fresh augmentation every epoch through the full model.
 
+Both phases draw their views the same way (:mod:`unfreeze.training.activations`), so one
+pass serves both: when phase two caches views, phase one runs the lower base (below phase
+two's cut) once per view of either phase, keeps those activations in the on-disk store for
+phase two, and computes its pooled features from them through the rest of the base.
+
 The trainable part is made of the very layer objects of the full model (:func:`split_model`), so
 the full model that is saved carries what was trained: nothing is copied or detached.
 """
@@ -18,14 +23,16 @@ the full model that is saved carries what was trained: nothing is copied or deta
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from unfreeze.config.params import INCEPTION_BLOCKS, AugmentParams
-from unfreeze.training import inputs
+from unfreeze.config.params import INCEPTION_BLOCKS
+from unfreeze.dataset.rows import TrainingData
+from unfreeze.training import activations
 from unfreeze.training import model as model_lib
-from unfreeze.training.distribute import batch_sizes, replicas_of
+from unfreeze.training.distribute import batch_sizes
 
 
 def split_model(model: keras.Model, unfreeze_from: str | int | None = None
@@ -42,10 +49,16 @@ def split_model(model: keras.Model, unfreeze_from: str | int | None = None
         pool = model.get_layer(model_lib.POOL)
         extractor = keras.Model(model.inputs, pool.output, name="extractor")
         features = keras.Input(pool.output.shape[1:], name="features")
-        x = features
-        for name in model_lib.HEAD_LAYERS[1:]:  # the layers after pooling
-            x = model.get_layer(name)(x)
-        return extractor, keras.Model(features, x, name="head")
+        return extractor, keras.Model(features, _head(model, features, start=1), name="head")
+    extractor, upper = split_at(model, unfreeze_from)
+    features = keras.Input(extractor.output.shape[1:], name="features")
+    return extractor, keras.Model(features, _head(model, upper(features, training=False)),
+                                  name="top")
+
+
+def split_at(model: keras.Model, unfreeze_from: str | int) -> tuple[keras.Model, keras.Model]:
+    """(lower: raw image → the activations at the cut below ``unfreeze_from``, upper_base:
+    those activations → the base output), both in inference mode, sharing the model's layers."""
     base = model_lib.base_of(model)
     cut = base.layers[cut_index(base, model_lib.unfreeze_start(base, unfreeze_from))]
     upper = keras.Model(cut.output, base.output, name="upper_base")
@@ -53,11 +66,21 @@ def split_model(model: keras.Model, unfreeze_from: str | int | None = None
     image = keras.Input(model.input_shape[1:], name="image")
     extractor = keras.Model(image, lower(model.get_layer(model_lib.PREPROCESS)(image),
                                          training=False), name="extractor")
-    features = keras.Input(cut.output.shape[1:], name="features")
-    x = upper(features, training=False)
-    for name in model_lib.HEAD_LAYERS:
+    return extractor, upper
+
+
+def pooled_from(model: keras.Model, upper: keras.Model) -> keras.Model:
+    """Activations at ``upper``'s input → the pooled base output phase one trains on."""
+    features = keras.Input(upper.input_shape[1:], name="activations")
+    pooled = model.get_layer(model_lib.POOL)(upper(features, training=False))
+    return keras.Model(features, pooled, name="pooled")
+
+
+def _head(model: keras.Model, x, start: int = 0):
+    """``x`` through the model's own head layers (from ``HEAD_LAYERS[start]`` on)."""
+    for name in model_lib.HEAD_LAYERS[start:]:
         x = model.get_layer(name)(x)
-    return extractor, keras.Model(features, x, name="top")
+    return x
 
 
 def cut_index(base: keras.Model, start: int) -> int:
@@ -71,25 +94,59 @@ def cut_index(base: keras.Model, start: int) -> int:
 
 
 def extract(extractor: keras.Model, paths: Sequence[str], image_size: int, batch_size: int,
-            augment: AugmentParams | None = None, seed: int = 0,
             keys: Sequence[str] | None = None) -> np.ndarray:
-    """Pooled features of ``paths`` in order, of augmented images when ``augment`` is given."""
-    ds = inputs.make_dataset(paths, None, image_size, batch_size, seed=seed, augment=augment,
-                             keys=keys, replicas=replicas_of(extractor))
-    feats = extractor.predict(ds, verbose=0)
-    if len(feats) != len(paths):
-        raise RuntimeError(f"got {len(feats)} feature rows for {len(paths)} images")
-    return feats.astype(np.float32, copy=False)
+    """Features of the unaugmented images of ``paths``, in order, in memory."""
+    return activations.compute(extractor, paths, keys, image_size, batch_size,
+                               activations.View(), None)
 
 
-def training_views(extractor: keras.Model, paths: Sequence[str], image_size: int,
-                   batch_size: int, augment: AugmentParams, views: int, seed: int,
-                   keys: Sequence[str] | None = None) -> np.ndarray:
-    """``(views, n, d)`` features: one unaugmented view, or ``views`` augmented ones."""
-    if views == 1:
-        return extract(extractor, paths, image_size, batch_size, keys=keys)[None]
-    return np.stack([extract(extractor, paths, image_size, batch_size, augment,
-                             seed + 1009 * v, keys) for v in range(views)])
+@dataclass(frozen=True)
+class Share:
+    """Phase one's part of the shared pass: the cut phase two trains above
+    (``finetune.unfreeze_from``) and the views it trains on (``finetune.cached_views``)."""
+
+    unfreeze_from: str | int
+    views: tuple[activations.View, ...]
+
+
+def cached_features(model: keras.Model, extractor: keras.Model, data: TrainingData,
+                    views: Sequence[activations.View], image_size: int, batch_size: int,
+                    at_cut: bool, share: Share | None = None
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+    """(one ``(n, ...)`` array per training view, the validation images' features).
+
+    ``at_cut`` (phase two: ``extractor`` ends at its cut): the views come from the
+    activation store, computed there first if phase one did not. Phase one with ``share``
+    runs the lower base once per view of either phase, stores the activations at phase two's
+    cut and pools its own features from them; without it, its extractor's pooled features
+    are computed in memory.
+    """
+    store = activations.ActivationStore()
+    train, val = data.train, data.val
+    plain = [activations.View()]
+    if at_cut:
+        return (store.views(extractor, train.paths, train.keys, image_size, batch_size, views),
+                store.views(extractor, val.paths, val.keys, image_size, batch_size, plain)[0])
+    if share is None:
+        return ([activations.compute(extractor, train.paths, train.keys, image_size,
+                                     batch_size, view, None) for view in views],
+                extract(extractor, val.paths, image_size, batch_size, val.keys))
+    lower, upper = split_at(model, share.unfreeze_from)
+    acts = store.views(lower, train.paths, train.keys, image_size, batch_size,
+                       [*views, *share.views])
+    val_acts = store.views(lower, val.paths, val.keys, image_size, batch_size, plain)[0]
+    pooled = pooled_from(model, upper)
+    return ([pool_rows(pooled, acts[i], batch_size) for i in range(len(views))],
+            pool_rows(pooled, val_acts, batch_size))
+
+
+def pool_rows(pooled: keras.Model, acts: np.ndarray, batch_size: int) -> np.ndarray:
+    """``pooled`` over (memory-mapped) activations, a chunk of rows at a time."""
+    step = activations.CHUNK_BATCHES * batch_size
+    return np.concatenate([pooled.predict(np.asarray(acts[i:i + step]), batch_size=batch_size,
+                                          verbose=0) for i in range(0, len(acts), step)]
+                          or [np.zeros((0, *pooled.output.shape[1:]), np.float32)]
+                          ).astype(np.float32, copy=False)
 
 
 class CachedViews(keras.utils.PyDataset):

@@ -18,7 +18,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import AugmentParams, FinetuneParams, PhaseParams
 from unfreeze.dataset.rows import TrainingData
-from unfreeze.training import distribute, features, inputs
+from unfreeze.training import activations, distribute, features, inputs
 from unfreeze.training.backup import Backup, BackupCallback, Resumed, restore
 from unfreeze.training.model import compile_for
 
@@ -53,24 +53,25 @@ def plan_phase(model: keras.Model, phase: PhaseParams) -> PhasePlan:
     return PhasePlan(trainable, extractor, batch)
 
 
-def phase_inputs(plan: PhasePlan, data: TrainingData, phase: PhaseParams,
-                 augment: AugmentParams, image_size: int, seed: int, first_epoch: int
+def phase_inputs(plan: PhasePlan, model: keras.Model, data: TrainingData, phase: PhaseParams,
+                 augment: AugmentParams, image_size: int, seed: int, first_epoch: int,
+                 view_seed: int, share: features.Share | None = None
                  ) -> tuple[object, object, dict[int, float] | None]:
     """(training input, validation input, class weights for ``fit``).
 
     Cached views carry their sample weights themselves; image datasets leave them to ``fit``.
+    Views are drawn from ``view_seed`` (the same in both phases, so they can share a pass).
     """
     weights = class_weights(data.train.labels, len(data.classes), phase.class_weight)
     replicas = distribute.replicas_of(plan.trainable)
     if plan.extractor is not None:
-        views = features.training_views(plan.extractor, data.train.paths, image_size,
-                                        plan.batch, augment, phase.cached_views, seed,
-                                        keys=data.train.keys)
-        val = features.extract(plan.extractor, data.val.paths, image_size, plan.batch,
-                               keys=data.val.keys)
+        views, val = features.cached_features(
+            model, plan.extractor, data, activations.views_of(phase.cached_views, augment,
+                                                              view_seed),
+            image_size, plan.batch, at_cut=isinstance(phase, FinetuneParams), share=share)
         return (features.CachedViews(views, data.train.labels, plan.batch, weights, seed,
                                      first_epoch=first_epoch, replicas=replicas),
-                features.CachedViews(val[None], data.val.labels, plan.batch, None, seed,
+                features.CachedViews([val], data.val.labels, plan.batch, None, seed,
                                      shuffle=False, replicas=replicas),
                 None)
     train = inputs.make_dataset(data.train.paths, data.train.labels, image_size, plan.batch,
@@ -83,7 +84,8 @@ def phase_inputs(plan: PhasePlan, data: TrainingData, phase: PhaseParams,
 
 def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
               augment: AugmentParams, image_size: int, seed: int, report_dir: Path,
-              backup: Backup | None = None) -> dict:
+              backup: Backup | None = None, view_seed: int | None = None,
+              share: features.Share | None = None) -> dict:
     """Train ``model`` (already compiled) for one phase; restore the best epoch by val_loss.
 
     With ``phase.cached_views`` > 0 the frozen part's features (pooled base output in phase
@@ -93,6 +95,8 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     ``backup``, the phase is saved after every epoch and a matching backup left by an
     interrupted run is resumed: only the remaining epochs train, and early stopping keeps its
     best epoch across the interruption. The caller clears the backup once the model is saved.
+    Cached views are drawn from ``view_seed`` (default ``seed``); ``share`` (phase one) also
+    keeps phase two's views in the activation store (:func:`features.cached_features`).
     Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
     started = time.perf_counter()
@@ -101,8 +105,9 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     distribute.prepare_fit(plan.trainable, model,
                            *([plan.extractor] if plan.extractor is not None else []))
     first_epoch = (phase.epochs if resumed.stopped else resumed.epochs_done) if resumed else 0
-    train_in, val_in, weights = phase_inputs(plan, data, phase, augment, image_size, seed,
-                                             first_epoch)
+    train_in, val_in, weights = phase_inputs(
+        plan, model, data, phase, augment, image_size, seed, first_epoch,
+        seed if view_seed is None else view_seed, share)
     feature_seconds = (round(time.perf_counter() - started, 2) if plan.extractor is not None
                        else 0.0)
     with open_live(report_dir) as live:

@@ -62,6 +62,13 @@ def random_transforms(seed: tf.Tensor, n: tf.Tensor, height: int, width: int,
     follow their names: ``width_shift`` moves along x, ``height_shift`` along y.
     """
     u = tf.random.stateless_uniform([n, 8], seed=seed, dtype=tf.float32)
+    return transforms_from_uniform(u, height, width, params)
+
+
+def transforms_from_uniform(u: tf.Tensor, height: int, width: int, params: AugmentParams
+                            ) -> tf.Tensor:
+    """The transforms of :func:`random_transforms` from given ``(n, 8)`` uniform draws."""
+    n = tf.shape(u)[0]
 
     def sym(column: int, limit: float) -> tf.Tensor:
         return (2.0 * u[:, column] - 1.0) * limit
@@ -171,6 +178,35 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
                                             deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def view_draws(n: int, view_seed: int) -> np.ndarray:
+    """``(n, 8)`` uniform draws for one augmented view of ``n`` images: row ``i`` is image
+    ``i``'s, from ``view_seed`` alone (not the batch size, nor TensorFlow's global seed)."""
+    return np.random.default_rng([view_seed, 0x5EED]).random((n, 8), dtype=np.float32)
+
+
+def make_view_dataset(paths: Sequence[str], image_size: int, batch_size: int,
+                      augment: AugmentParams | None = None, draws: np.ndarray | None = None,
+                      keys: Sequence[str] | None = None, replicas: int = 1
+                      ) -> tf.data.Dataset:
+    """Batches of the images of ``paths`` in order, for a view computed once (cached views):
+    plain without ``augment``, else image ``i`` warped by row ``i`` of ``draws`` (from
+    :func:`view_draws`). The same images and draws give the same view whatever the batch
+    size, in any process, so two phases can share it."""
+    plain = make_dataset(paths, None, image_size, batch_size, keys=keys, replicas=replicas)
+    if not augments(augment):
+        return plain
+    if draws is None or len(draws) != len(paths):
+        raise ValueError(f"an augmented view needs one row of draws per image ({len(paths)})")
+    rows = batched(tf.data.Dataset.from_tensor_slices(draws), len(paths), batch_size, replicas)
+
+    def warp_batch(images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+        return warp(images, transforms_from_uniform(u, images.shape[1], images.shape[2],
+                                                    augment), augment.fill_mode)
+
+    return tf.data.Dataset.zip(plain, rows).map(warp_batch, num_parallel_calls=AUTOTUNE,
+                                                deterministic=True).prefetch(AUTOTUNE)
 
 
 def batched(ds: tf.data.Dataset, n: int, batch_size: int, replicas: int) -> tf.data.Dataset:

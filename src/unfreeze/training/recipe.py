@@ -17,6 +17,7 @@ from unfreeze.config.params import Params
 from unfreeze.dataset.rows import TrainingData, load_splits, training_rows
 from unfreeze.training import distribute
 from unfreeze.training import model as model_lib
+from unfreeze.training.activations import views_of
 from unfreeze.training.artifacts import (
     MODEL_FILE,
     check_classes_match,
@@ -26,6 +27,7 @@ from unfreeze.training.artifacts import (
     save_model,
 )
 from unfreeze.training.backup import Backup
+from unfreeze.training.features import Share
 from unfreeze.training.fit import fit_phase
 
 HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head", "train")
@@ -57,8 +59,17 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
             model = model_lib.build(params.model, len(data.classes))
         model_lib.compile_for(model, params.head, params.train.xla)
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
-                            params.seed, report_dir, backup)
+                            params.seed, report_dir, backup, share=shared_pass(params))
     return model, summary
+
+
+def shared_pass(params: Params) -> Share | None:
+    """What phase one keeps for phase two: when both phases train on cached views, the
+    activations at phase two's cut for its views (one lower-base pass serves both)."""
+    if not (params.head.cached_views and params.finetune.cached_views):
+        return None
+    return Share(params.finetune.unfreeze_from, tuple(views_of(
+        params.finetune.cached_views, params.augment, params.seed)))
 
 
 def load_for_training(params: Params, path: Path) -> keras.Model:
@@ -85,7 +96,7 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
         model_lib.compile_for(model, params.finetune, params.train.xla)
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
-                            params.seed + 1, report_dir, backup)
+                            params.seed + 1, report_dir, backup, view_seed=params.seed)
     summary["unfrozen_layers_with_weights"] = n_unfrozen
     return model, summary
 

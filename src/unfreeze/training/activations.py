@@ -1,0 +1,202 @@
+"""The shared pass: activations of the frozen lower base, computed once, kept on disk.
+
+Below ``finetune.unfreeze_from`` the base is frozen and in inference mode in *both* phases,
+so it maps a view of an image to the same activations in phase one, in phase two and in every
+run until its weights, the image, the view or the cut change. Phase one computes them for
+the views either phase trains on (:func:`plan_views`), derives its pooled features from them,
+and leaves them here; phase two (another process: the `finetune` stage, a CV fold) finds them
+by their key instead of running the lower base again.
+
+A view is one unaugmented pass (``cached_views: 1``) or augmented view ``v`` of ``K``: each
+image warped by its own draw from the view's seed (:func:`~unfreeze.training.inputs.
+view_draws`), so a view does not depend on the phase, the batch size or the process.
+
+One file per view, ``<cache root>/activations/<key[:2]>/<key>.npy`` (``(n, ...)`` float32,
+read memory-mapped: a data set larger than RAM streams from disk). ``<key>`` hashes what
+decides every number in it: the weights of the lower base (by content), the layer it ends
+at, its compute dtype, the image size, the images (content hashes, in order), the view (its
+augmentation params and seed, or none), the decoder and the Keras release. A change of any
+gives another file; files are written atomically, so a killed stage leaves no partial one and
+the next run reuses every view already complete. They are entries of the decoded-image cache
+(:class:`~unfreeze.training.cache.DecodedCache`): bounded by ``UNFREEZE_CACHE_MAX`` with it,
+least recently used first, never one a running stage needs. Without a cache
+(``UNFREEZE_CACHE_DIR=""``) the views are computed in memory, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from unfreeze.config.params import AugmentParams
+from unfreeze.io import write_atomic
+from unfreeze.training import inputs
+from unfreeze.training.cache import ACTIVATIONS, RECENT, DecodedCache, decoder, default_cache
+from unfreeze.training.distribute import replicas_of
+
+VIEW_SEED_STRIDE = 1009  # view v of a run seeded s: seed s + 1009 * v (as before)
+CHUNK_BATCHES = 16  # batches predicted at a time, then written out (memory stays bounded)
+
+
+@dataclass(frozen=True)
+class View:
+    """One view of the training images: unaugmented (``augment`` None) or augmented with the
+    draws of ``seed``."""
+
+    augment: AugmentParams | None = None
+    seed: int = 0
+
+    def describe(self) -> dict:
+        return {"augment": asdict(self.augment), "seed": self.seed} if self.augment else {}
+
+
+def views_of(count: int, augment: AugmentParams, seed: int) -> list[View]:
+    """The views ``<phase>.cached_views: count`` trains on: ``0`` none, ``1`` the unaugmented
+    view, ``K > 1`` K augmented ones (seeds ``seed + 1009 v``; one view when the augment
+    section changes nothing)."""
+    if count == 0:
+        return []
+    if count == 1 or not inputs.augments(augment):
+        return [View()]
+    return [View(augment, seed + VIEW_SEED_STRIDE * v) for v in range(count)]
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 of every weight of ``model`` (names, shapes, dtypes and values), in order."""
+    digest = hashlib.sha256()
+    for variable in model.weights:  # not by name: names depend on what a process built before
+        value = np.ascontiguousarray(variable.numpy())
+        digest.update(f"{value.shape}|{value.dtype}\n".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+class ActivationStore:
+    """Views of images through a frozen ``lower`` model, on disk under the cache root."""
+
+    def __init__(self, cache: DecodedCache | None = None) -> None:
+        self.cache = cache if cache is not None else default_cache()
+
+    def key(self, lower_id: str, image_size: int, keys: Sequence[str], view: View) -> str:
+        """The file name of one view's activations: a hash of what decides them."""
+        images = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+        facts = {"lower": lower_id, "image_size": image_size, "images": images, "n": len(keys),
+                 "view": view.describe(), "decoder": decoder(), "keras": keras.__version__}
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+    def file(self, key: str) -> Path:
+        """Where the view of ``key`` lives."""
+        return self.cache.root / ACTIVATIONS / key[:2] / f"{key}.npy"
+
+    def views(self, lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None,
+              image_size: int, batch_size: int, views: Sequence[View]) -> list[np.ndarray]:
+        """Each of ``views`` of ``paths`` through ``lower``: ``(n, ...)`` float32 arrays,
+        memory-mapped from the store (computed and stored first where missing). Without
+        content ``keys`` (or a cache) nothing is stored: the views are computed in memory."""
+        if keys is None or self.cache is None:
+            distinct = {view: compute(lower, paths, keys, image_size, batch_size, view, None)
+                        for view in dict.fromkeys(views)}
+            return [distinct[view] for view in views]
+        lower_id = identity(lower)
+        files = {view: self.file(self.key(lower_id, image_size, keys, view)) for view in views}
+        with self.cache.locked():  # marked used before anything is computed: kept
+            present = {view for view, file in files.items() if _touch(file)}
+        out, wrote = {}, False
+        shape = (len(paths), *lower.output.shape[1:])
+        for view in dict.fromkeys(views):  # each distinct view once
+            file = files[view]
+            kept = _load(file, shape) if view in present else None
+            if kept is None:
+                present.discard(view)
+                kept = compute(lower, paths, keys, image_size, batch_size, view, file)
+                wrote = True
+            out[view] = kept
+        if wrote:
+            self.cache.prune(keep=set(files.values()), recent=RECENT)
+        reused = sum(view in present for view in dict.fromkeys(views))
+        print(f"activations of {end_layer(lower)} {tuple(lower.output.shape[1:])}: "
+              f"{len(out)} view(s) of {len(paths)} images, {reused} reused from the store",
+              flush=True)
+        return [out[view] for view in views]
+
+
+def identity(lower: keras.Model) -> str:
+    """What the lower model computes: its weights (by content, in order), the layer it ends
+    at, its output shape and dtype (a mixed-precision model computes other numbers)."""
+    return hashlib.sha256(json.dumps({
+        "weights": weights_fingerprint(lower), "end": end_layer(lower),
+        "shape": list(lower.output.shape[1:]), "dtype": str(lower.output.dtype),
+    }).encode()).hexdigest()
+
+
+def end_layer(lower: keras.Model) -> str:
+    """The name of the layer whose output ``lower`` gives (inside a nested base model)."""
+    last = lower.layers[-1]
+    return last.layers[-1].name if isinstance(last, keras.Model) else last.name
+
+
+def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None,
+            image_size: int,
+            batch_size: int, view: View, file: Path | None) -> np.ndarray:
+    """One view through ``lower``, :data:`CHUNK_BATCHES` batches at a time, each chunk
+    written out before the next is predicted (atomically to ``file``, then memory-mapped;
+    in memory without a file): memory holds one chunk, not the data set."""
+    n, shape = len(paths), tuple(lower.output.shape[1:])
+    draws = inputs.view_draws(n, view.seed) if view.augment else None
+    step = CHUNK_BATCHES * batch_size
+
+    def fill(out: np.ndarray) -> None:
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            ds = inputs.make_view_dataset(
+                paths[rows], image_size, batch_size, view.augment,
+                None if draws is None else draws[rows],
+                keys=None if keys is None else keys[rows],
+                replicas=replicas_of(lower))
+            values = lower.predict(ds, verbose=0)
+            if len(values) != rows.stop - start:
+                raise RuntimeError(f"got {len(values)} activation rows for "
+                                   f"{rows.stop - start} images")
+            out[rows] = values
+
+    if file is None:
+        out = np.empty((n, *shape), np.float32)
+        fill(out)
+        return out
+
+    def write(tmp: Path) -> None:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, *shape))
+        fill(array)
+        array.flush()
+        del array
+
+    write_atomic(file, write)
+    return np.load(file, mmap_mode="r")
+
+
+def _load(file: Path, shape: tuple) -> np.ndarray | None:
+    """A stored view, memory-mapped; None when it cannot be read as the expected array (a
+    damaged file is computed again)."""
+    try:
+        array = np.load(file, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return array if array.shape == shape and array.dtype == np.float32 else None
+
+
+def _touch(file: Path) -> bool:
+    """Mark a stored view used now; False when it is missing (compute it)."""
+    try:
+        os.utime(file)
+    except FileNotFoundError:
+        return False
+    except PermissionError:  # a shared read-only cache: usable
+        return True
+    return True
