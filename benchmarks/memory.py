@@ -4,8 +4,9 @@
                                           [--finetune-epochs 1] [--finetune-cached-views 0]
                                           [--keep DIR]
 
-For each repeat factor k, builds a fresh project (git + DVC, this checkout's code and
-dvc.yaml) whose ``data/images`` holds the 2,624 ELPV images k times over, in class folders.
+For each repeat factor k, builds a fresh project (git + DVC, this checkout's code,
+dvc.yaml and data/dvc.yaml) whose ``data/images`` holds the 2,624 ELPV images k times
+over, in class folders.
 Copy 0 is the original files; every further copy re-encodes each image with one pixel
 changed, so all k x 2,624 images are distinct (no content is shared through the decoded
 cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate

@@ -192,10 +192,11 @@ def main() -> None:
 
     import keras
     import numpy as np
-    from common import demo_split
+    from common import demo_split, machine
 
     from unfreeze.evaluation.metrics import compute_metrics
 
+    print(machine(), flush=True)
     splits, tdata, test_rows, root = demo_split()
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} test "
           f"{len(test_rows.paths)}; {args.size} px; epochs {args.head_epochs} + "

@@ -225,7 +225,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     """`cache`: what the decoded-image cache holds, by decoder version and image size."""
-    from unfreeze.training.cache import RECENT, default_cache, parse_size
+    from unfreeze.training.cache import ACTIVATIONS, RECENT, default_cache, parse_size
 
     cache = default_cache()
     if cache is None:
@@ -243,7 +243,7 @@ def _cache(args: argparse.Namespace) -> int:
     print(f"{info['root']}: {info['files']} files, {info['bytes'] / 1e6:.1f} MB "
           f"(limit {limit}; current decoder {info['decoder']})")
     for name, group in sorted(info["groups"].items()):
-        stale = ("" if name.split("/")[0] == info["decoder"]
+        stale = ("" if name.split("/")[0] in (info["decoder"], ACTIVATIONS)
                  else "  (other decoder: never read)")
         print(f"  {name:<48} {group['files']:>7} files {group['bytes'] / 1e6:>10.1f} MB{stale}")
     return 0

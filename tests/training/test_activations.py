@@ -1,6 +1,7 @@
 """The shared pass: phase one leaves phase two's activations on disk, exact, content-keyed."""
 
 import hashlib
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -47,9 +48,9 @@ def count_computes(monkeypatch) -> list[View]:
     computed: list[View] = []
     real = activations.compute
 
-    def counting(lower, paths, keys, size, batch, view, file):
+    def counting(lower, paths, keys, size, view, file):
         computed.append(view)
-        return real(lower, paths, keys, size, batch, view, file)
+        return real(lower, paths, keys, size, view, file)
 
     monkeypatch.setattr(activations, "compute", counting)
     return computed
@@ -140,27 +141,27 @@ def test_a_killed_pass_leaves_complete_views_only_and_the_rerun_computes_the_res
     views = activations.views_of(2, AugmentParams(), seed=0)
     real = activations.compute
 
-    def killed_at_second(lower, paths, keys, size, batch, view, file):
+    def killed_at_second(lower, paths, keys, size, view, file):
         if view == views[1]:
             raise KeyboardInterrupt  # the stage is stopped while the second view is written
-        return real(lower, paths, keys, size, batch, view, file)
+        return real(lower, paths, keys, size, view, file)
 
     monkeypatch.setattr(activations, "compute", killed_at_second)
     with pytest.raises(KeyboardInterrupt):
-        store.views(lower, paths, keys, 75, 4, views)
+        store.views(lower, paths, keys, 75, views)
     files = list((tmp_path / "cache/activations").rglob("*"))
     assert [f.name for f in files if f.is_file()] == [
         f"{store.key(activations.identity(lower), 75, keys, views[0])}.npy"]
 
     monkeypatch.setattr(activations, "compute", real)
     computed = count_computes(monkeypatch)
-    first, second = store.views(lower, paths, keys, 75, 4, views)
+    first, second = store.views(lower, paths, keys, 75, views)
     assert computed == [views[1]]  # the complete view is reused
     assert isinstance(first, np.memmap) and isinstance(second, np.memmap)  # read from disk
     assert not np.allclose(first, second)  # two different augmented views
     Path(first.filename).write_bytes(b"damaged")  # a damaged file is computed again
     computed.clear()
-    again = store.views(lower, paths, keys, 75, 4, views)
+    again = store.views(lower, paths, keys, 75, views)
     assert computed == [views[0]] and np.array_equal(again[1], second)
 
 
@@ -199,3 +200,49 @@ def test_views_stream_from_disk_a_training_epoch_holds_no_copy_of_them(tmp_path)
                          check=True).stdout.split()
     assert int(out[0]) == 2 * 5000
     assert float(out[1]) < 20, f"anonymous memory grew by {out[1]} MB over 160 MB of views"
+
+
+@pytest.mark.parametrize(("n", "replicas"), [(0, 1), (1, 1), (500, 1), (513, 1), (1027, 2),
+                                             (1025, 4), (65, 2)])
+def test_view_passes_go_in_chunks_of_whole_batches_none_smaller_than_the_replicas(
+        n, replicas):
+    from unfreeze.training.distribute import batch_sizes
+
+    batch = activations.VIEW_BATCH * replicas
+    chunks = activations.row_chunks(n, batch, replicas)
+    assert sum(c.stop - c.start for c in chunks) == n
+    assert all(a.stop == b.start for a, b in itertools.pairwise(chunks))  # in order, no gap
+    bounds = set(np.cumsum([0, *batch_sizes(n, batch, replicas)]).tolist())
+    for chunk in chunks:
+        assert chunk.start in bounds and chunk.stop in bounds  # at the pass's batch bounds
+        assert chunk.stop - chunk.start >= min(replicas, n)
+        assert chunk.stop - chunk.start <= activations.CHUNK_BATCHES * batch + replicas * 2
+
+
+def test_without_a_store_phase_one_computes_nothing_for_phase_two(
+        image_folder, tmp_path, monkeypatch, eager):
+    """No cache (UNFREEZE_CACHE_DIR=""), no content keys, a multi-worker cluster, or no
+    phase two (cv.phases [head]): phase one computes its own view in memory, and only it."""
+    monkeypatch.chdir(tmp_path)
+    data = training_rows(with_keys(splits_for(image_folder), image_folder), image_folder)
+    params = params_from_dict(TINY)
+    computed = count_computes(monkeypatch)
+    recipe.phase_one(params, data, tmp_path / "head", then_finetune=False)
+    assert computed == [View(), View()]  # train and val, plain: the head's only
+    assert not (tmp_path / ".unfreeze/cache/activations").exists()
+    monkeypatch.setenv("UNFREEZE_CACHE_DIR", "")
+    assert not ActivationStore().enabled(data.train.keys)
+    monkeypatch.delenv("UNFREEZE_CACHE_DIR")
+    assert ActivationStore().enabled(data.train.keys) and not ActivationStore().enabled(None)
+    monkeypatch.setattr(activations, "is_multi_worker", lambda: True)
+    assert not ActivationStore().enabled(data.train.keys)
+
+
+def test_the_views_version_and_the_device_are_part_of_the_key(tmp_path, monkeypatch):
+    store = ActivationStore(DecodedCache(tmp_path / "cache"))
+    key = store.key("lower", 75, ["a"], View())
+    monkeypatch.setattr(activations, "VIEWS_VERSION", activations.VIEWS_VERSION + 1)
+    assert store.key("lower", 75, ["a"], View()) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(activations, "devices", lambda: ["another CPU"])
+    assert store.key("lower", 75, ["a"], View()) != key

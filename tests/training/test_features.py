@@ -56,7 +56,7 @@ def test_phase_one_on_cached_views_trains_the_full_models_own_head(image_folder,
     for name in model_lib.HEAD_LAYERS[1:]:
         assert head.get_layer(name) is model.get_layer(name)  # shared, not copied
     paths = data.val.paths
-    feats = features.extract(extractor, paths, 75, batch_size=4)
+    feats = features.extract(extractor, paths, 75)
     assert feats.shape == (len(paths), 2048)
     direct = model.predict(load_images(paths, 75), verbose=0)
     np.testing.assert_allclose(head.predict(feats, verbose=0), direct, atol=1e-6)
@@ -93,7 +93,7 @@ def test_phase_two_on_cached_activations_trains_the_full_models_unfrozen_blocks(
     upper = top.get_layer("upper_base")
     assert all(any(layer is other for other in base.layers) for layer in upper.layers[1:])
     assert top.get_layer("predictions") is model.get_layer("predictions")
-    feats = features.extract(extractor, data.val.paths, 75, batch_size=4)
+    feats = features.extract(extractor, data.val.paths, 75)
     assert feats.shape[1:] == tuple(base.get_layer("mixed8").output.shape[1:])
     direct = model.predict(load_images(data.val.paths, 75), verbose=0)
     np.testing.assert_allclose(top.predict(feats, verbose=0), direct, atol=1e-6)

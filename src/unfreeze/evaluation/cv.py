@@ -45,7 +45,8 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
     classes = class_names(table)
     data = TrainingData(train=rows_of(train_rows, root, classes),
                         val=rows_of(val_rows, root, classes), classes=classes)
-    model, _ = recipe.phase_one(params, data, out_dir / "head", backups.get("head"))
+    model, _ = recipe.phase_one(params, data, out_dir / "head", backups.get("head"),
+                                then_finetune="finetune" in params.cv.phases)
     if "finetune" in params.cv.phases:
         model, _ = recipe.phase_two(params, model, data, out_dir / "finetune",
                                     backups.get("finetune"))

@@ -25,23 +25,31 @@ least recently used first, never one a running stage needs. Without a cache
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
 from unfreeze.io import write_atomic
 from unfreeze.training import inputs
 from unfreeze.training.cache import ACTIVATIONS, RECENT, DecodedCache, decoder, default_cache
-from unfreeze.training.distribute import replicas_of
+from unfreeze.training.distribute import batch_sizes, is_multi_worker, replicas_of
 
+# Bump VIEWS_VERSION whenever what a view holds changes for the same key facts: the view
+# draws and warp (inputs.view_draws, transforms_from_uniform, warp, make_view_dataset), the
+# cut (features.split_at) or the preprocessing in front of the base.
+VIEWS_VERSION = 1
 VIEW_SEED_STRIDE = 1009  # view v of a run seeded s: seed s + 1009 * v (as before)
+VIEW_BATCH = 32  # images per replica per batch of a view pass, whatever the phase's batch
 CHUNK_BATCHES = 16  # batches predicted at a time, then written out (memory stays bounded)
 
 
@@ -87,21 +95,30 @@ class ActivationStore:
     def key(self, lower_id: str, image_size: int, keys: Sequence[str], view: View) -> str:
         """The file name of one view's activations: a hash of what decides them."""
         images = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-        facts = {"lower": lower_id, "image_size": image_size, "images": images, "n": len(keys),
-                 "view": view.describe(), "decoder": decoder(), "keras": keras.__version__}
+        facts = {"version": VIEWS_VERSION, "lower": lower_id, "image_size": image_size,
+                 "images": images, "n": len(keys), "view": view.describe(),
+                 "decoder": decoder(), "keras": keras.__version__, "numpy": np.__version__,
+                 "devices": devices()}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
     def file(self, key: str) -> Path:
         """Where the view of ``key`` lives."""
         return self.cache.root / ACTIVATIONS / key[:2] / f"{key}.npy"
 
+    def enabled(self, *keys: Sequence[str] | None) -> bool:
+        """Whether views of images with these content ``keys`` are stored: a cache, keys,
+        and not a multi-worker cluster (workers have their own disks, and one computing a
+        view the others found would wait for them forever in ``predict``'s collective)."""
+        return (self.cache is not None and all(k is not None for k in keys)
+                and not is_multi_worker())
+
     def views(self, lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None,
-              image_size: int, batch_size: int, views: Sequence[View]) -> list[np.ndarray]:
+              image_size: int, views: Sequence[View]) -> list[np.ndarray]:
         """Each of ``views`` of ``paths`` through ``lower``: ``(n, ...)`` float32 arrays,
-        memory-mapped from the store (computed and stored first where missing). Without
-        content ``keys`` (or a cache) nothing is stored: the views are computed in memory."""
-        if keys is None or self.cache is None:
-            distinct = {view: compute(lower, paths, keys, image_size, batch_size, view, None)
+        memory-mapped from the store (computed and stored first where missing). When the
+        store is not :meth:`enabled`, the views are computed in memory."""
+        if not self.enabled(keys):
+            distinct = {view: compute(lower, paths, keys, image_size, view, None)
                         for view in dict.fromkeys(views)}
             return [distinct[view] for view in views]
         lower_id = identity(lower)
@@ -115,13 +132,13 @@ class ActivationStore:
             kept = _load(file, shape) if view in present else None
             if kept is None:
                 present.discard(view)
-                kept = compute(lower, paths, keys, image_size, batch_size, view, file)
+                kept = compute(lower, paths, keys, image_size, view, file)
                 wrote = True
             out[view] = kept
         if wrote:
             self.cache.prune(keep=set(files.values()), recent=RECENT)
         reused = sum(view in present for view in dict.fromkeys(views))
-        print(f"activations of {end_layer(lower)} {tuple(lower.output.shape[1:])}: "
+        print(f"activations of {end_layer(lower)[0]} {tuple(lower.output.shape[1:])}: "
               f"{len(out)} view(s) of {len(paths)} images, {reused} reused from the store",
               flush=True)
         return [out[view] for view in views]
@@ -131,39 +148,73 @@ def identity(lower: keras.Model) -> str:
     """What the lower model computes: its weights (by content, in order), the layer it ends
     at, its output shape and dtype (a mixed-precision model computes other numbers)."""
     return hashlib.sha256(json.dumps({
-        "weights": weights_fingerprint(lower), "end": end_layer(lower),
+        "weights": weights_fingerprint(lower), "depth": end_layer(lower)[1],
         "shape": list(lower.output.shape[1:]), "dtype": str(lower.output.dtype),
     }).encode()).hexdigest()
 
 
-def end_layer(lower: keras.Model) -> str:
-    """The name of the layer whose output ``lower`` gives (inside a nested base model)."""
+def end_layer(lower: keras.Model) -> tuple[str, int]:
+    """The name and depth (layers up to it) of the layer whose output ``lower`` gives, inside
+    a nested base model. The depth, not the name, goes into keys: auto-generated names
+    depend on what a process built before."""
     last = lower.layers[-1]
-    return last.layers[-1].name if isinstance(last, keras.Model) else last.name
+    inner = last if isinstance(last, keras.Model) else lower
+    return inner.layers[-1].name, len(inner.layers)
+
+
+@cache
+def devices() -> list[str]:
+    """The CPU model and the GPUs (a view computed on one kind may differ in its last bits
+    on another, and a cache may be shared between machines)."""
+    import platform
+
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            for g in tf.config.list_physical_devices("GPU")]
+    return [cpu, *gpus]
+
+
+def view_batch(model: keras.Model) -> int:
+    """The global batch of a view pass: :data:`VIEW_BATCH` per replica, whatever the phase's
+    batch size, so a view stored by phase one equals the one phase two would compute."""
+    return VIEW_BATCH * replicas_of(model)
+
+
+def row_chunks(n: int, batch: int, replicas: int) -> list[slice]:
+    """Consecutive rows of :data:`CHUNK_BATCHES` batches each, cut at the batch bounds of
+    :func:`~unfreeze.training.distribute.batch_sizes`: no chunk is smaller than
+    ``replicas`` (no replica gets an empty shard)."""
+    sizes = batch_sizes(n, batch, replicas)
+    if not sizes:
+        return []
+    starts = [int(x) for x in np.cumsum([0, *sizes])[:len(sizes):CHUNK_BATCHES]]
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n], strict=True)]
 
 
 def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None,
-            image_size: int,
-            batch_size: int, view: View, file: Path | None) -> np.ndarray:
+            image_size: int, view: View, file: Path | None) -> np.ndarray:
     """One view through ``lower``, :data:`CHUNK_BATCHES` batches at a time, each chunk
     written out before the next is predicted (atomically to ``file``, then memory-mapped;
     in memory without a file): memory holds one chunk, not the data set."""
     n, shape = len(paths), tuple(lower.output.shape[1:])
     draws = inputs.view_draws(n, view.seed) if view.augment else None
-    step = CHUNK_BATCHES * batch_size
+    batch, replicas = view_batch(lower), replicas_of(lower)
 
     def fill(out: np.ndarray) -> None:
-        for start in range(0, n, step):
-            rows = slice(start, min(start + step, n))
+        for rows in row_chunks(n, batch, replicas):
             ds = inputs.make_view_dataset(
-                paths[rows], image_size, batch_size, view.augment,
+                paths[rows], image_size, batch, view.augment,
                 None if draws is None else draws[rows],
-                keys=None if keys is None else keys[rows],
-                replicas=replicas_of(lower))
+                keys=None if keys is None else keys[rows], replicas=replicas)
             values = lower.predict(ds, verbose=0)
-            if len(values) != rows.stop - start:
+            if len(values) != rows.stop - rows.start:
                 raise RuntimeError(f"got {len(values)} activation rows for "
-                                   f"{rows.stop - start} images")
+                                   f"{rows.stop - rows.start} images")
             out[rows] = values
 
     if file is None:
@@ -179,6 +230,18 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
 
     write_atomic(file, write)
     return np.load(file, mmap_mode="r")
+
+
+def pooled_rows(pooled: keras.Model, acts: np.ndarray) -> np.ndarray:
+    """``pooled`` over (memory-mapped) activations, chunk by chunk, in batches of
+    :func:`view_batch` cut as :func:`row_chunks` cuts them; in memory (small)."""
+    batch, replicas = view_batch(pooled), replicas_of(pooled)
+    out = np.empty((len(acts), *pooled.output.shape[1:]), np.float32)
+    for rows in row_chunks(len(acts), batch, replicas):
+        chunk = tf.data.Dataset.from_tensor_slices(np.asarray(acts[rows]))
+        out[rows] = pooled.predict(inputs.batched(chunk, rows.stop - rows.start, batch,
+                                                  replicas), verbose=0)
+    return out
 
 
 def _load(file: Path, shape: tuple) -> np.ndarray | None:

@@ -165,6 +165,9 @@ class DecodedCache:
         (files removed, bytes freed)."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         if not limit and not drop_stale:
+            with self.locked():
+                for abandoned in self.abandoned(time.time() - RECENT):
+                    abandoned.unlink(missing_ok=True)
             return 0, 0
         with self.locked():
             entries = self.entries()

@@ -199,6 +199,12 @@ def _first_replica_build(model):
     return build
 
 
+def is_multi_worker() -> bool:
+    """Whether this process trains in a multi-worker cluster (each worker has its own disk,
+    and every ``predict`` is a collective all workers must join)."""
+    return _strategy is not None and _strategy_name == "multi_worker"
+
+
 def is_chief() -> bool:
     """False only on the non-chief workers of a multi-worker cluster. They train in step
     with the chief and write the same outputs; keep (push, commit) the chief's."""

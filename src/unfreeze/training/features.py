@@ -93,11 +93,10 @@ def cut_index(base: keras.Model, start: int) -> int:
     return max(below) if below else 0  # 0: the input layer, nothing below is frozen
 
 
-def extract(extractor: keras.Model, paths: Sequence[str], image_size: int, batch_size: int,
+def extract(extractor: keras.Model, paths: Sequence[str], image_size: int,
             keys: Sequence[str] | None = None) -> np.ndarray:
     """Features of the unaugmented images of ``paths``, in order, in memory."""
-    return activations.compute(extractor, paths, keys, image_size, batch_size,
-                               activations.View(), None)
+    return activations.compute(extractor, paths, keys, image_size, activations.View(), None)
 
 
 @dataclass(frozen=True)
@@ -110,43 +109,32 @@ class Share:
 
 
 def cached_features(model: keras.Model, extractor: keras.Model, data: TrainingData,
-                    views: Sequence[activations.View], image_size: int, batch_size: int,
-                    at_cut: bool, share: Share | None = None
-                    ) -> tuple[list[np.ndarray], np.ndarray]:
+                    views: Sequence[activations.View], image_size: int, at_cut: bool,
+                    share: Share | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """(one ``(n, ...)`` array per training view, the validation images' features).
 
     ``at_cut`` (phase two: ``extractor`` ends at its cut): the views come from the
     activation store, computed there first if phase one did not. Phase one with ``share``
-    runs the lower base once per view of either phase, stores the activations at phase two's
-    cut and pools its own features from them; without it, its extractor's pooled features
-    are computed in memory.
+    and a usable store runs the lower base once per view of either phase, stores the
+    activations at phase two's cut and pools its own features from them; otherwise its
+    extractor's pooled features are computed in memory (nothing is computed for phase two).
     """
     store = activations.ActivationStore()
     train, val = data.train, data.val
     plain = [activations.View()]
     if at_cut:
-        return (store.views(extractor, train.paths, train.keys, image_size, batch_size, views),
-                store.views(extractor, val.paths, val.keys, image_size, batch_size, plain)[0])
-    if share is None:
-        return ([activations.compute(extractor, train.paths, train.keys, image_size,
-                                     batch_size, view, None) for view in views],
-                extract(extractor, val.paths, image_size, batch_size, val.keys))
+        return (store.views(extractor, train.paths, train.keys, image_size, views),
+                store.views(extractor, val.paths, val.keys, image_size, plain)[0])
+    if share is None or not store.enabled(train.keys, val.keys):
+        return ([activations.compute(extractor, train.paths, train.keys, image_size, view,
+                                     None) for view in views],
+                extract(extractor, val.paths, image_size, val.keys))
     lower, upper = split_at(model, share.unfreeze_from)
-    acts = store.views(lower, train.paths, train.keys, image_size, batch_size,
-                       [*views, *share.views])
-    val_acts = store.views(lower, val.paths, val.keys, image_size, batch_size, plain)[0]
+    acts = store.views(lower, train.paths, train.keys, image_size, [*views, *share.views])
+    val_acts = store.views(lower, val.paths, val.keys, image_size, plain)[0]
     pooled = pooled_from(model, upper)
-    return ([pool_rows(pooled, acts[i], batch_size) for i in range(len(views))],
-            pool_rows(pooled, val_acts, batch_size))
-
-
-def pool_rows(pooled: keras.Model, acts: np.ndarray, batch_size: int) -> np.ndarray:
-    """``pooled`` over (memory-mapped) activations, a chunk of rows at a time."""
-    step = activations.CHUNK_BATCHES * batch_size
-    return np.concatenate([pooled.predict(np.asarray(acts[i:i + step]), batch_size=batch_size,
-                                          verbose=0) for i in range(0, len(acts), step)]
-                          or [np.zeros((0, *pooled.output.shape[1:]), np.float32)]
-                          ).astype(np.float32, copy=False)
+    return ([activations.pooled_rows(pooled, acts[i]) for i in range(len(views))],
+            activations.pooled_rows(pooled, val_acts))
 
 
 class CachedViews(keras.utils.PyDataset):

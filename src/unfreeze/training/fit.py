@@ -68,7 +68,7 @@ def phase_inputs(plan: PhasePlan, model: keras.Model, data: TrainingData, phase:
         views, val = features.cached_features(
             model, plan.extractor, data, activations.views_of(phase.cached_views, augment,
                                                               view_seed),
-            image_size, plan.batch, at_cut=isinstance(phase, FinetuneParams), share=share)
+            image_size, at_cut=isinstance(phase, FinetuneParams), share=share)
         return (features.CachedViews(views, data.train.labels, plan.batch, weights, seed,
                                      first_epoch=first_epoch, replicas=replicas),
                 features.CachedViews([val], data.val.labels, plan.batch, None, seed,

@@ -48,8 +48,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def phase_one(params: Params, data: TrainingData, report_dir: Path,
-              backup: Backup | None = None) -> tuple[keras.Model, dict]:
+              backup: Backup | None = None, then_finetune: bool = True
+              ) -> tuple[keras.Model, dict]:
     """Train a new head on the frozen base; return the full model and the phase summary.
+    ``then_finetune``: phase two follows (so its cached views are worth computing here).
 
     Everything runs in the scope of ``train.strategy`` (:mod:`unfreeze.training.distribute`).
     """
@@ -59,13 +61,17 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
             model = model_lib.build(params.model, len(data.classes))
         model_lib.compile_for(model, params.head, params.train.xla)
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
-                            params.seed, report_dir, backup, share=shared_pass(params))
+                            params.seed, report_dir, backup,
+                            share=shared_pass(params) if then_finetune else None)
     return model, summary
 
 
 def shared_pass(params: Params) -> Share | None:
     """What phase one keeps for phase two: when both phases train on cached views, the
-    activations at phase two's cut for its views (one lower-base pass serves both)."""
+    activations at phase two's cut for its views (one lower-base pass serves both).
+    ``finetune.cached_views`` and ``unfreeze_from`` are not among the head stage's DVC
+    params: a change of them does not rerun phase one, and phase two then computes (and
+    stores) its views itself, with the same result."""
     if not (params.head.cached_views and params.finetune.cached_views):
         return None
     return Share(params.finetune.unfreeze_from, tuple(views_of(
