@@ -409,8 +409,9 @@ KILLS = {
     # uncached phase one (each epoch takes long enough to be killed in the middle), with XLA
     "head": ({"head": {"epochs": 4, "patience": 0, "cached_views": 0}, "train": {"xla": True}},
              ".unfreeze/backup/head", "reports/head/metrics.json", "models/head/model.keras"),
-    # phase two as shipped: fresh augmentation through the model, train.xla: auto
-    "finetune": ({"finetune": {"epochs": 4, "patience": 0}, "train": {"xla": "auto"}},
+    # phase two with fresh augmentation through the model (long epochs), train.xla: auto
+    "finetune": ({"finetune": {"epochs": 4, "patience": 0, "cached_views": 0},
+                  "train": {"xla": "auto"}},
                  ".unfreeze/backup/finetune", "reports/finetune/metrics.json",
                  "models/finetune/model.keras"),
     # a CV fold of both phases, killed in its phase one

@@ -149,6 +149,9 @@ class FinetuneParams(PhaseParams):
     epochs: int = 10
     learning_rate: float = 1e-4
     unfreeze_from: str | int = "mixed9"
+    # 1: the unaugmented activations below the cut, from phase one's pass (chosen by 3-fold
+    # CV against 0, fresh augmentation through the whole base: docs/benchmarks.md)
+    cached_views: int = 1
 
     def __post_init__(self) -> None:
         self._check("finetune")

@@ -204,6 +204,9 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
     n, shape = len(paths), tuple(lower.output.shape[1:])
     draws = inputs.view_draws(n, view.seed) if view.augment else None
     batch, replicas = view_batch(lower), replicas_of(lower)
+    cache = default_cache() if keys is not None else None
+    if cache is not None:  # decode what is missing once, not chunk by chunk (one prune)
+        cache.fill(paths, keys, image_size, inputs.decode_all)
 
     def fill(out: np.ndarray) -> None:
         for rows in row_chunks(n, batch, replicas):
