@@ -2,7 +2,8 @@
 
 The tf.data input pipeline (``inputs``) and its decoded-image cache (``cache``, no
 TensorFlow: `unfreeze cache` reads it), the InceptionV3 model and
-unfreezing (``model``), feature caching (``features``), the fit loop with dvclive (``fit``),
+unfreezing (``model``), feature caching (``features``) and the on-disk store of the
+activations both phases share (``activations``), the fit loop with dvclive (``fit``),
 per-epoch backups (``backup``), distribution strategies (``distribute``), the two phases
 (``recipe``) and model files (``artifacts``). Imports config, io and dataset only.
 """

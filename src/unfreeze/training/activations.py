@@ -3,26 +3,29 @@
 Below ``finetune.unfreeze_from`` the base is frozen and in inference mode in *both* phases,
 so it maps a view of an image to the same activations in phase one, in phase two and in every
 run until its weights, the image, the view or the cut change. Phase one computes them for
-the views either phase trains on (:func:`plan_views`), derives its pooled features from them,
-and leaves them here; phase two (another process: the `finetune` stage, a CV fold) finds them
-by their key instead of running the lower base again.
+the views either phase trains on (:func:`unfreeze.training.features.cached_features`, given
+:func:`unfreeze.training.recipe.shared_pass`), derives its pooled features from them, and
+leaves them here; phase two (another process: the `finetune` stage, a CV fold) finds them by
+their key instead of running the lower base again.
 
 A view is one unaugmented pass (``cached_views: 1``) or augmented view ``v`` of ``K``: each
 image warped by its own draw from the view's seed (:func:`~unfreeze.training.inputs.
-view_draws`), so a view does not depend on the phase, the batch size or the process.
+view_draws`), so a view does not depend on the phase, the batch size or the process. View
+passes run at a fixed batch (:data:`VIEW_BATCH` per replica).
 
 One file per view, ``<cache root>/activations/<key[:2]>/<key>.npy`` (``(n, ...)`` float32,
 read memory-mapped: a data set larger than RAM streams from disk). ``<key>`` hashes what
-decides every number in it: the weights of the lower base (by content), the layer it ends
-at, its compute dtype, the image size, the images (content hashes, in order), the view (its
-augmentation params and seed, or none), the decoder and the Keras release. A change of any
-gives another file; files are written atomically, so a killed stage leaves no partial one and
-the next run reuses every view already complete. They are entries of the decoded-image cache
-(:class:`~unfreeze.training.cache.DecodedCache`): bounded by ``UNFREEZE_CACHE_MAX`` with it,
-least recently used first, never one a running stage needs. Without a cache
-(``UNFREEZE_CACHE_DIR=""``) the views are computed in memory, as before.
+decides every number in it: the weights of the lower base (by content), the depth of the
+layer it ends at, its output shape and dtype, the image size, the images (content hashes, in
+order), the view (its augmentation params and seed, or none), the decoder, the Keras and
+NumPy releases, the devices and :data:`VIEWS_VERSION`. A change of any gives another file.
+Files are written atomically: a killed pass leaves only a temporary file (removed after a
+day) and the next run reuses every view already complete. They are entries of the
+decoded-image cache (:class:`~unfreeze.training.cache.DecodedCache`): bounded by
+``UNFREEZE_CACHE_MAX`` with it, least recently used first, never one a running stage needs.
+Without a cache (``UNFREEZE_CACHE_DIR=""``) or content keys, and in a multi-worker cluster,
+the views are computed in memory, as before (:meth:`ActivationStore.enabled`).
 """
-
 from __future__ import annotations
 
 import contextlib
