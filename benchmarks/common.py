@@ -4,8 +4,6 @@ make it."""
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
 # CPU flags that change what TensorFlow's CPU kernels can do (oneDNN picks its code path).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -15,17 +13,11 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_f
 def machine() -> str:
     """One line naming the CPU model, the cores this process may use and the speed-relevant
     CPU flags it has: print it with every figure (figures differ between CPU classes)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    from unfreeze.training.hardware import cpu
+
+    model, flags = cpu()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    has = [f for f in SPEED_FLAGS if f in flags] or ["(flags unknown)"]
+    has = [f for f in SPEED_FLAGS if f in flags] or ["(no speed flags known)"]
     return f"machine: {model}, {cores} cores, {' '.join(has)}"
 
 

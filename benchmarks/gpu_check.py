@@ -56,15 +56,16 @@ def main() -> None:
     import tensorflow as tf
 
     from unfreeze.config.params import FinetuneParams, HeadParams, ModelParams
-    from unfreeze.training import features
+    from unfreeze.training import features, hardware
     from unfreeze.training import model as model_lib
 
     gpus = tf.config.list_physical_devices("GPU")
     names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
              for g in gpus]
     print(machine(), "| GPUs:", ", ".join(names) or "none")
-    policy = model_lib.resolve_precision("auto")
-    print(f"precision auto -> {policy}; xla auto -> Keras' choice per model")
+    policy = hardware.precision("auto")
+    decisions = ", ".join(f"{use} {hardware.xla(use)}" for use in hardware.USES)
+    print(f"precision auto -> {policy}; xla auto per use -> {decisions} ('auto': Keras')")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.images, args.size, args.size, 3)).astype(np.float32)
     labels = rng.integers(0, 2, args.images)
@@ -77,7 +78,8 @@ def main() -> None:
 
     model = build()
     extractor, head = features.split_model(model)
-    model_lib.compile_for(head, HeadParams(), "auto")
+    hardware.for_use(extractor, "features")
+    model_lib.compile_for(head, HeadParams(), hardware.xla("head"))
     pooled = extractor.predict(images, batch_size=batch, verbose=0)
     figures = {
         "phase one, feature pass (frozen base predict)":
@@ -87,20 +89,23 @@ def main() -> None:
     }
     model_lib.unfreeze(model, "mixed9")
     lower, top = features.split_model(model, "mixed9")
-    model_lib.compile_for(top, FinetuneParams(), "auto")
+    hardware.for_use(lower, "features")
+    model_lib.compile_for(top, FinetuneParams(), hardware.xla("upper"))
     acts = lower.predict(images, batch_size=batch, verbose=0)
     figures["phase two, cached activations (train)"] = rate(
         lambda: top.fit(acts, labels, batch_size=batch, epochs=1, verbose=0), n)
-    model_lib.compile_for(model, FinetuneParams(), "auto")
+    model_lib.compile_for(model, FinetuneParams(), hardware.xla("full"))
     figures["phase two, classic: whole model (train)"] = rate(
         lambda: model.fit(images, labels, batch_size=batch, epochs=1, verbose=0), n)
+    hardware.for_use(model, "predict")
     predict = rate(lambda: model.predict(images, batch_size=batch, verbose=0), n)
     figures["inference (predict)"] = predict
     if len(gpus) >= 2:
         with tf.distribute.MirroredStrategy().scope():
             mirrored = build()
             model_lib.unfreeze(mirrored, "mixed9")
-            model_lib.compile_for(mirrored, FinetuneParams(), "auto")
+            model_lib.compile_for(mirrored, FinetuneParams(),
+                                  hardware.xla("full", replicas=len(gpus)))
         figures[f"phase two, classic, mirrored over {len(gpus)} GPUs (train)"] = rate(
             lambda: mirrored.fit(images, labels, batch_size=batch * len(gpus), epochs=1,
                                  verbose=0), n)

@@ -17,7 +17,7 @@ from conftest import splits_for
 
 from unfreeze.config.params import AugmentParams, params_from_dict
 from unfreeze.dataset.rows import training_rows
-from unfreeze.training import activations, features, inputs, recipe
+from unfreeze.training import activations, features, hardware, inputs, recipe
 from unfreeze.training import model as model_lib
 from unfreeze.training.activations import ActivationStore, View
 from unfreeze.training.cache import DecodedCache
@@ -129,6 +129,13 @@ def test_every_listed_change_gives_another_key_and_a_saved_model_the_same(tmp_pa
     kernel = conv.get_weights()
     conv.set_weights([kernel[0] + 1e-3, *kernel[1:]])  # other weights (imagenet / a file)
     assert activations.identity(lower9) != lower_id
+    conv.set_weights(kernel)
+    assert activations.identity(lower9) == lower_id
+    hardware.configure(True)  # train.xla: true compiles the pass: other kernels, other bits
+    try:
+        assert activations.identity(lower9) != lower_id
+    finally:
+        hardware.configure("auto")
 
 
 def test_a_killed_pass_leaves_complete_views_only_and_the_rerun_computes_the_rest(

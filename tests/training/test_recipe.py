@@ -86,7 +86,9 @@ def test_precision_and_xla_params_reach_the_model_and_its_saved_file(image_folde
     from conftest import splits_for
 
     from unfreeze.config.params import HeadParams
-    from unfreeze.training.model import build, compile_for, precision, resolve_precision
+    from unfreeze.training.hardware import Machine
+    from unfreeze.training.hardware import precision as resolve_precision
+    from unfreeze.training.model import build, compile_for, precision
 
     tdata = training_rows(splits_for(image_folder), image_folder)
     images = np.stack([_load(p) for p in tdata.val.paths[:2]])
@@ -97,7 +99,7 @@ def test_precision_and_xla_params_reach_the_model_and_its_saved_file(image_folde
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
     assert model.jit_compile is True and model.dtype_policy.name == "mixed_float16"
     assert type(model.optimizer).__name__ == "LossScaleOptimizer"  # against fp16 underflow
-    assert resolve_precision("auto") == "float32"  # no GPU here: the CPU rule
+    assert resolve_precision("auto", Machine(cpu_flags=frozenset({"avx2"}))) == "float32"
     with precision("mixed_bfloat16"):  # (training in bfloat16 is emulated, slow, on CPU)
         bf16 = build(params.model, 2)
     for built, dtype in ((model, "float16"), (bf16, "bfloat16")):

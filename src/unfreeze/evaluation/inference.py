@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from unfreeze.dataset.rows import Rows, is_split, load_splits, rows_of
+from unfreeze.training import hardware
 from unfreeze.training.artifacts import read_meta
 from unfreeze.training.distribute import replicas_of
 from unfreeze.training.inputs import make_dataset
@@ -50,6 +51,7 @@ def _views(model, ds, n: int, tta: str) -> list[np.ndarray]:
     """The model's probabilities on each TTA view of the image batches ``ds`` (n images)."""
     import tensorflow as tf
 
+    hardware.for_use(model, "predict")
     views = []
     for axes in TTA_VIEWS[tta]:
         view = ds.map(lambda x, axes=axes: tf.reverse(x, list(axes))) if axes else ds

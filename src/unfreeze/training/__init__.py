@@ -4,6 +4,7 @@ The tf.data input pipeline (``inputs``) and its decoded-image cache (``cache``, 
 TensorFlow: `unfreeze cache` reads it), the InceptionV3 model and
 unfreezing (``model``), feature caching (``features``) and the on-disk store of the
 activations both phases share (``activations``), the fit loop with dvclive (``fit``),
-per-epoch backups (``backup``), distribution strategies (``distribute``), the two phases
+per-epoch backups (``backup``), distribution strategies (``distribute``), the precision
+and XLA decisions for the machine at hand (``hardware``), the two phases
 (``recipe``) and model files (``artifacts``). Imports config, io and dataset only.
 """

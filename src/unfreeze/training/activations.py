@@ -28,7 +28,6 @@ the views are computed in memory, as before (:meth:`ActivationStore.enabled`).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -43,7 +42,7 @@ import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
 from unfreeze.io import write_atomic
-from unfreeze.training import inputs
+from unfreeze.training import hardware, inputs
 from unfreeze.training.cache import ACTIVATIONS, RECENT, DecodedCache, decoder, default_cache
 from unfreeze.training.distribute import batch_sizes, is_multi_worker, replicas_of
 
@@ -149,10 +148,12 @@ class ActivationStore:
 
 def identity(lower: keras.Model) -> str:
     """What the lower model computes: its weights (by content, in order), the layer it ends
-    at, its output shape and dtype (a mixed-precision model computes other numbers)."""
+    at, its output shape and dtype (a mixed-precision model computes other numbers), and
+    whether XLA compiles its pass (other kernels, other last bits)."""
     return hashlib.sha256(json.dumps({
         "weights": weights_fingerprint(lower), "depth": end_layer(lower)[1],
         "shape": list(lower.output.shape[1:]), "dtype": str(lower.output.dtype),
+        "xla": hardware.xla("features", replicas=replicas_of(lower)),
     }).encode()).hexdigest()
 
 
@@ -169,17 +170,9 @@ def end_layer(lower: keras.Model) -> tuple[str, int]:
 def devices() -> list[str]:
     """The CPU model and the GPUs (a view computed on one kind may differ in its last bits
     on another, and a cache may be shared between machines)."""
-    import platform
-
-    cpu = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
     gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
             for g in tf.config.list_physical_devices("GPU")]
-    return [cpu, *gpus]
+    return [hardware.cpu()[0], *gpus]
 
 
 def view_batch(model: keras.Model) -> int:
@@ -205,6 +198,7 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
     written out before the next is predicted (atomically to ``file``, then memory-mapped;
     in memory without a file): memory holds one chunk, not the data set."""
     n, shape = len(paths), tuple(lower.output.shape[1:])
+    hardware.for_use(lower, "features")
     draws = inputs.view_draws(n, view.seed) if view.augment else None
     batch, replicas = view_batch(lower), replicas_of(lower)
     cache = default_cache() if keys is not None else None
@@ -242,6 +236,7 @@ def pooled_rows(pooled: keras.Model, acts: np.ndarray) -> np.ndarray:
     """``pooled`` over (memory-mapped) activations, chunk by chunk, in batches of
     :func:`view_batch` cut as :func:`row_chunks` cuts them; in memory (small)."""
     batch, replicas = view_batch(pooled), replicas_of(pooled)
+    hardware.for_use(pooled, "features")
     out = np.empty((len(acts), *pooled.output.shape[1:]), np.float32)
     for rows in row_chunks(len(acts), batch, replicas):
         chunk = tf.data.Dataset.from_tensor_slices(np.asarray(acts[rows]))

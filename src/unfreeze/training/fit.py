@@ -18,7 +18,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import AugmentParams, FinetuneParams, PhaseParams
 from unfreeze.dataset.rows import TrainingData
-from unfreeze.training import activations, distribute, features, inputs
+from unfreeze.training import activations, distribute, features, hardware, inputs
 from unfreeze.training.backup import Backup, BackupCallback, Resumed, restore
 from unfreeze.training.model import compile_for
 
@@ -49,7 +49,9 @@ def plan_phase(model: keras.Model, phase: PhaseParams) -> PhasePlan:
         return PhasePlan(model, None, batch)
     unfreeze_from = phase.unfreeze_from if isinstance(phase, FinetuneParams) else None
     extractor, trainable = features.split_model(model, unfreeze_from)
-    compile_for(trainable, phase, model.jit_compile)
+    compile_for(trainable, phase, hardware.xla("head" if unfreeze_from is None else "upper",
+                                               replicas=distribute.replicas_of(model),
+                                               image_size=model.input_shape[1]))
     return PhasePlan(trainable, extractor, batch)
 
 

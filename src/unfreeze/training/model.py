@@ -139,21 +139,6 @@ def compile_for(model: keras.Model, params: PhaseParams,
                   metrics=["accuracy"], jit_compile=jit_compile)
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto``: float32 on CPU; mixed_bfloat16 on GPUs >= 8.0, mixed_float16 on 7.x."""
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "float32"
-    capability = tf.config.experimental.get_device_details(gpus[0]).get(
-        "compute_capability", (0, 0))
-    return ("mixed_bfloat16" if capability >= (8, 0)
-            else "mixed_float16" if capability >= (7, 0) else "float32")
-
-
 @contextlib.contextmanager
 def precision(policy: str) -> Iterator[None]:
     """Build layers under dtype ``policy`` (see :func:`set_precision`), then restore."""

@@ -15,7 +15,7 @@ import keras
 
 from unfreeze.config.params import Params
 from unfreeze.dataset.rows import TrainingData, load_splits, training_rows
-from unfreeze.training import distribute
+from unfreeze.training import distribute, hardware
 from unfreeze.training import model as model_lib
 from unfreeze.training.activations import views_of
 from unfreeze.training.artifacts import (
@@ -27,6 +27,7 @@ from unfreeze.training.artifacts import (
     save_model,
 )
 from unfreeze.training.backup import Backup
+from unfreeze.training.distribute import replicas
 from unfreeze.training.features import Share
 from unfreeze.training.fit import fit_phase
 
@@ -57,9 +58,11 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
     """
     with distribute.scope(params.train.strategy):
         seed_everything(params.seed, params.deterministic)
-        with model_lib.precision(model_lib.resolve_precision(params.train.precision)):
+        hardware.configure(params.train.xla, params.deterministic)
+        with model_lib.precision(hardware.precision(params.train.precision)):
             model = model_lib.build(params.model, len(data.classes))
-        model_lib.compile_for(model, params.head, params.train.xla)
+        model_lib.compile_for(model, params.head, hardware.xla(
+            "full", replicas=replicas(), image_size=params.model.image_size))
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
                             params.seed, report_dir, backup,
                             share=shared_pass(params) if then_finetune else None)
@@ -98,8 +101,10 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
     """
     with distribute.scope(params.train.strategy):
         seed_everything(params.seed + 1, params.deterministic)
+        hardware.configure(params.train.xla, params.deterministic)
         n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
-        model_lib.compile_for(model, params.finetune, params.train.xla)
+        model_lib.compile_for(model, params.finetune, hardware.xla(
+            "full", replicas=replicas(), image_size=model.input_shape[1]))
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
                             params.seed + 1, report_dir, backup, view_seed=params.seed)

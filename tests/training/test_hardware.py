@@ -1,0 +1,106 @@
+"""`train.precision: auto` and `train.xla: auto` on faked machines, and on a real model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from unfreeze.training import hardware
+from unfreeze.training.hardware import Machine
+
+EPYC = Machine("AMD EPYC 7B13", frozenset({"avx2", "fma"}))
+XEON_BF16 = Machine("Intel Xeon", frozenset({"avx2", "fma", "avx512f", "avx512_bf16",
+                                             "avx512_fp16"}))
+XEON_AMX = Machine("Intel Xeon", XEON_BF16.cpu_flags | {"amx_bf16", "amx_tile", "amx_int8"})
+
+
+def gpu(capability: tuple[int, int]) -> Machine:
+    return Machine("AMD EPYC", EPYC.cpu_flags, (capability,))
+
+
+@pytest.fixture(autouse=True)
+def process_settings():
+    """Each test starts from, and leaves, the defaults a process starts with."""
+    hardware.configure("auto", False)
+    yield
+    hardware.configure("auto", False)
+
+
+@pytest.mark.parametrize(("machine", "policy"), [
+    (EPYC, "float32"),  # no bfloat16 instructions: emulated, slower
+    (XEON_BF16, "float32"),  # AVX-512 BF16 alone: no gain measured (0.95x)
+    (XEON_AMX, "mixed_bfloat16"),  # tile matrix units
+    (Machine("Intel Xeon", frozenset({"amx_tile"})), "float32"),  # tiles without bf16
+    (Machine("unknown"), "float32"),  # no flags read
+    (gpu((9, 0)), "mixed_bfloat16"), (gpu((8, 0)), "mixed_bfloat16"),
+    (gpu((7, 5)), "mixed_float16"), (gpu((6, 1)), "float32"),
+])
+def test_precision_auto_decides_from_gpus_then_cpu_flags(machine, policy):
+    assert hardware.precision("auto", machine) == policy
+
+
+def test_an_explicit_precision_is_kept_on_every_machine():
+    for machine in (EPYC, XEON_AMX, gpu((8, 0))):
+        assert hardware.precision("float32", machine) == "float32"
+        assert hardware.precision("mixed_float16", machine) == "mixed_float16"
+
+
+@pytest.mark.parametrize("machine", [EPYC, XEON_BF16, XEON_AMX])
+def test_xla_auto_on_a_cpu_compiles_phase_two_on_cached_activations_from_150_px(machine):
+    for size in (150, 299):
+        decided = {use: hardware.xla(use, "auto", machine, image_size=size)
+                   for use in hardware.USES}
+        assert decided == {"features": False, "head": False, "upper": True, "full": False,
+                           "predict": False}
+    for size in (75, 96, 128, 149):  # the unfrozen blocks see 1x1 or 2x2 activations
+        assert not any(hardware.xla(use, "auto", machine, image_size=size)
+                       for use in hardware.USES)
+
+
+def test_xla_auto_on_a_gpu_is_keras_choice_and_off_where_it_cannot_help():
+    assert {hardware.xla(use, "auto", gpu((8, 0))) for use in hardware.USES} == {"auto"}
+    assert hardware.xla("upper", "auto", gpu((8, 0)), replicas=2) is False
+    assert hardware.xla("upper", "auto", EPYC, replicas=2, image_size=299) is False
+    assert hardware.xla("upper", "auto", EPYC, deterministic=True, image_size=299) is False
+
+
+def test_xla_true_or_false_forces_every_use():
+    for setting in (True, False):
+        for machine in (EPYC, gpu((8, 0))):
+            assert {hardware.xla(use, setting, machine) for use in hardware.USES} == {setting}
+
+
+def test_configure_sets_the_process_default_and_refuses_bad_values():
+    hardware.configure(True)
+    assert hardware.xla("predict", machine=EPYC) is True
+    hardware.configure("auto", deterministic=True)
+    assert hardware.xla("upper", machine=EPYC, image_size=299) is False
+    with pytest.raises(ValueError, match=r"train\.xla: 'yes'"):
+        hardware.configure("yes")
+    with pytest.raises(ValueError, match="XLA use 'train'"):
+        hardware.xla("train", "auto", EPYC)
+
+
+def test_this_machine_reads_the_cpu_and_lists_no_gpu_here():
+    model, flags = hardware.cpu()
+    assert model and isinstance(flags, frozenset)
+    machine = hardware.this_machine()
+    assert machine.cpu_model == model and machine.cpu_flags == flags
+
+
+def test_for_use_switches_a_trained_models_prediction_off_xla_on_a_cpu():
+    if hardware.this_machine().gpus:
+        pytest.skip("the CPU rule")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=True)
+    x = np.ones((8, 4), np.float32)
+    first = model.predict(x, verbose=0)
+    assert model.predict_function is not None and model.jit_compile is True
+    hardware.for_use(model, "predict")
+    assert model.jit_compile is False and model.predict_function is None  # rebuilt next
+    np.testing.assert_allclose(model.predict(x, verbose=0), first, atol=1e-6)
+    hardware.configure(True)
+    hardware.for_use(model, "predict")
+    assert model.jit_compile is True
