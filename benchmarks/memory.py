@@ -1,7 +1,7 @@
 """Peak memory and wall time of `dvc repro evaluate` as the data grows: 1x, 2x, 4x ELPV.
 
     .venv/bin/python benchmarks/memory.py [--repeats 1 2 4] [--size 96] [--head-epochs 1]
-                                          [--finetune-epochs 1] [--finetune-cached-views 0]
+                                          [--finetune-epochs 1] [--finetune-cached-views K]
                                           [--keep DIR]
 
 For each repeat factor k, builds a fresh project (git + DVC, this checkout's code,
@@ -12,7 +12,8 @@ changed, so all k x 2,624 images are distinct (no content is shared through the 
 cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate
 (random init, ``--size`` pixels) and records the wall time and the peak RSS of the largest
 process (ru_maxrss of the waited children). Prints both per factor and, last, the ratios
-to 1x.
+to 1x. Each stage's own peak is sampled too (every 0.2 s, so a short peak may be missed), to
+tell which stage grows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
@@ -70,7 +73,8 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
     params["model"].update(weights=None, image_size=args.size)
     params["head"]["epochs"] = args.head_epochs
     params["finetune"]["epochs"] = args.finetune_epochs
-    params["finetune"]["cached_views"] = args.finetune_cached_views
+    if args.finetune_cached_views is not None:
+        params["finetune"]["cached_views"] = args.finetune_cached_views
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     with open(dest / ".git/info/exclude", "a") as exclude:
@@ -79,6 +83,30 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
                 ["git", "commit", "-qm", "benchmark"]):
         subprocess.run(cmd, cwd=dest, env=environment(), check=True, capture_output=True)
     return n
+
+
+def sample_stages(proc: subprocess.Popen) -> dict[str, float]:
+    """Until ``proc`` ends: the largest RSS (GB) seen of each ``stages/<name>.py`` process
+    under it, sampled every 0.2 s."""
+    import psutil
+
+    peaks: dict[str, float] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            children = root.children(recursive=True)
+        except psutil.Error:
+            break
+        for child in children:
+            try:
+                cmd, rss = child.cmdline(), child.memory_info().rss
+            except psutil.Error:
+                continue
+            name = next((Path(a).stem for a in cmd if a.startswith("stages/")), None)
+            if name:
+                peaks[name] = max(peaks.get(name, 0.0), rss / 1024**3)
+        time.sleep(0.2)
+    return peaks
 
 
 def environment() -> dict[str, str]:
@@ -96,10 +124,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--head-epochs", type=int, default=1)
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--finetune-cached-views", type=int, default=0,
-                        help="finetune.cached_views (>0: phase two reads stored activations)")
+    parser.add_argument("--finetune-cached-views", type=int, default=None,
+                        help="finetune.cached_views (default: params.yaml's; >0: phase two "
+                             "reads stored activations)")
     parser.add_argument("--keep", type=Path, help="build the projects here and keep them")
     args = parser.parse_args()
+    print(machine(), flush=True)
     work = args.keep or Path(tempfile.mkdtemp(prefix="unfreeze-memory-"))
     results = {}
     try:
@@ -107,16 +137,19 @@ def main() -> None:
             dest = work / f"x{k}"
             n = project(dest, k, args)
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", MEASURE, "dvc", "repro", "evaluate"],
-                                  cwd=dest, env=environment(), capture_output=True, text=True)
+            proc = subprocess.Popen([sys.executable, "-c", MEASURE, "dvc", "repro", "evaluate"],
+                                    cwd=dest, env=environment(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            stages = sample_stages(proc)
+            stdout, stderr = proc.communicate()
             seconds = time.perf_counter() - started
             if proc.returncode != 0:
-                raise SystemExit(f"x{k}: dvc repro failed:\n{proc.stdout[-3000:]}"
-                                 f"{proc.stderr[-3000:]}")
-            peak = int(proc.stderr.split("maxrss_kb")[-1].split()[0]) / 1024**2
+                raise SystemExit(f"x{k}: dvc repro failed:\n{stdout[-3000:]}{stderr[-3000:]}")
+            peak = int(stderr.split("maxrss_kb")[-1].split()[0]) / 1024**2
             results[k] = (n, seconds, peak)
-            print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB",
-                  flush=True)
+            print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB "
+                  "(sampled per stage: " + ", ".join(
+                      f"{name} {gb:.2f}" for name, gb in stages.items()) + ")", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

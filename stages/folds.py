@@ -25,7 +25,7 @@ def run(args: Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_cli("folds", __doc__, ARGS, run, argv)
+    return stage_cli("folds", __doc__, ARGS, run, argv, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def run(args: Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_cli("report", __doc__, ARGS, run, argv, params=False)
+    return stage_cli("report", __doc__, ARGS, run, argv, params=False, tensorflow=False)
 
 
 if __name__ == "__main__":

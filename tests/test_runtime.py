@@ -159,3 +159,33 @@ def test_stage_cli_loads_params_names_the_stage_and_takes_optional_paths(tmp_pat
     assert runtime.stage_cli("report", "doc", [("--out", "output")], lambda a: seen.update(
         vars(a)), ["--out", "o.html"], params=False) == 0
     assert seen == {"out": "o.html"}  # no params read: an invalid params.yaml does not matter
+
+
+def test_stages_that_start_no_filter_import_no_tensorflow():
+    """A stage declared ``tensorflow=False`` (no stderr filter, a process less) must not
+    import TensorFlow through what its body imports (each checked in a fresh process)."""
+    import ast
+
+    declared = {}
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        modules = sorted({node.module for node in ast.walk(tree)
+                          if isinstance(node, ast.ImportFrom) and node.module
+                          and node.module.startswith("unfreeze")})
+        no_tf = "tensorflow=False" in script.read_text()
+        declared[script.stem] = (no_tf, modules)
+    assert {name for name, (no_tf, _) in declared.items() if no_tf} == {
+        "source", "prepare", "split", "folds", "report", "cv_report"}
+    probe = ("import importlib, json, sys\n"
+             "out = {}\n"
+             "for name, modules in json.loads(sys.argv[1]).items():\n"
+             "    for m in modules: importlib.import_module(m)\n"
+             "    out[name] = 'tensorflow' in sys.modules\n"
+             "print(json.dumps(out))\n")
+    for name, (no_tf, modules) in declared.items():
+        if not no_tf:
+            continue
+        proc = subprocess.run([sys.executable, "-c", probe, json.dumps({name: modules})],
+                              capture_output=True, text=True, check=True)
+        imported = json.loads(proc.stdout.strip().splitlines()[-1])[name]
+        assert not imported, (name, modules)
