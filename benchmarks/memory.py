@@ -12,8 +12,8 @@ changed, so all k x 2,624 images are distinct (no content is shared through the 
 cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate
 (random init, ``--size`` pixels) and records the wall time and the peak RSS of the largest
 process (ru_maxrss of the waited children). Prints both per factor and, last, the ratios
-to 1x. Each stage's own peak is sampled too (every 0.2 s, so a short peak may be missed), to
-tell which stage grows.
+to 1x. Each stage process also records its own peak RSS when it exits (a
+``sitecustomize`` on ``PYTHONPATH``), to tell which stage grows.
 """
 
 from __future__ import annotations
@@ -85,27 +85,26 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
     return n
 
 
-def sample_stages(proc: subprocess.Popen) -> dict[str, float]:
-    """Until ``proc`` ends: the largest RSS (GB) seen of each ``stages/<name>.py`` process
-    under it, sampled every 0.2 s."""
-    import psutil
+# Put on PYTHONPATH for the stage processes: each ``stages/<name>.py`` appends its name and
+# peak RSS (KB) to $UNFREEZE_MEMORY_LOG when it exits.
+SITECUSTOMIZE = """
+import atexit, os, resource, sys
+def _record():
+    script = sys.argv[0] if sys.argv else ""
+    if "stages/" in script and os.environ.get("UNFREEZE_MEMORY_LOG"):
+        with open(os.environ["UNFREEZE_MEMORY_LOG"], "a") as out:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            out.write(f"{os.path.basename(script)[:-3]} {peak}\\n")
+atexit.register(_record)
+"""
 
+
+def stage_peaks(log: Path) -> dict[str, float]:
+    """The largest peak RSS (GB) each stage recorded in ``log``."""
     peaks: dict[str, float] = {}
-    root = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            children = root.children(recursive=True)
-        except psutil.Error:
-            break
-        for child in children:
-            try:
-                cmd, rss = child.cmdline(), child.memory_info().rss
-            except psutil.Error:
-                continue
-            name = next((Path(a).stem for a in cmd if a.startswith("stages/")), None)
-            if name:
-                peaks[name] = max(peaks.get(name, 0.0), rss / 1024**3)
-        time.sleep(0.2)
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        name, kb = line.split()
+        peaks[name] = max(peaks.get(name, 0.0), int(kb) / 1024**2)
     return peaks
 
 
@@ -137,18 +136,22 @@ def main() -> None:
             dest = work / f"x{k}"
             n = project(dest, k, args)
             started = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-c", MEASURE, "dvc", "repro", "evaluate"],
-                                    cwd=dest, env=environment(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-            stages = sample_stages(proc)
-            stdout, stderr = proc.communicate()
+            hook, log = work / "hook", work / f"x{k}.stages"
+            hook.mkdir(exist_ok=True)
+            (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+            env = environment()
+            env.update(UNFREEZE_MEMORY_LOG=str(log), PYTHONPATH=os.pathsep.join(
+                [str(hook), *filter(None, [env.get("PYTHONPATH")])]))
+            proc = subprocess.run([sys.executable, "-c", MEASURE, "dvc", "repro", "evaluate"],
+                                  cwd=dest, env=env, capture_output=True, text=True)
+            stdout, stderr, stages = proc.stdout, proc.stderr, stage_peaks(log)
             seconds = time.perf_counter() - started
             if proc.returncode != 0:
                 raise SystemExit(f"x{k}: dvc repro failed:\n{stdout[-3000:]}{stderr[-3000:]}")
             peak = int(stderr.split("maxrss_kb")[-1].split()[0]) / 1024**2
             results[k] = (n, seconds, peak)
             print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB "
-                  "(sampled per stage: " + ", ".join(
+                  "(per stage: " + ", ".join(
                       f"{name} {gb:.2f}" for name, gb in stages.items()) + ")", flush=True)
     finally:
         if not args.keep:

@@ -54,12 +54,14 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+",
                         default=["float32", "mixed_bfloat16", "mixed_float16"])
     args = parser.parse_args()
-
     import numpy as np
+    from common import machine
 
     from unfreeze.config.params import ModelParams
+    from unfreeze.training import hardware
     from unfreeze.training import model as model_lib
 
+    print(machine(), "| precision auto ->", hardware.precision("auto"), flush=True)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.size, args.size, 3)).astype(np.float32)
     labels = rng.integers(0, 2, args.images)
