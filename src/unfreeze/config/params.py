@@ -245,10 +245,9 @@ class ExportParams:
 class TrainParams:
     """How both phases compute: precision policy, XLA compilation, distribution strategy.
 
-    ``precision: auto`` is float32 on CPUs (measured fastest here, benchmarks/precision.py),
-    ``mixed_bfloat16`` on GPUs of compute capability >= 8.0 and ``mixed_float16`` on 7.x.
-    ``xla: auto`` is Keras' choice: XLA on a GPU when every layer supports it and op
-    determinism is off; off on a CPU-only machine (Keras >= 3.14) and under a strategy.
+    ``precision: auto`` and ``xla: auto`` decide from the machine, ``xla`` per use (frozen
+    passes, head, phase two, prediction): the rules and their measurements are in
+    :mod:`unfreeze.training.hardware`.
     """
 
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
