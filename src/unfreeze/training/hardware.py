@@ -69,7 +69,6 @@ def cpu() -> tuple[str, frozenset[str]]:
             elif key == "flags" and flags is None:
                 flags = frozenset(value.split())
     return model or platform.processor() or platform.machine(), flags or frozenset()
-    return model, flags
 
 
 @cache
@@ -137,10 +136,3 @@ def for_use(model, use: Use) -> None:
         model.jit_compile = wanted
         model.predict_function = None
 
-
-def summary(policy: str) -> dict:
-    """What a phase's metrics.json records of the machine and the decisions."""
-    machine = this_machine()
-    return {"cpu": machine.cpu_model,
-            "cpu_bf16": sorted(machine.cpu_flags & (AMX_FLAGS | {"avx512_bf16"})),
-            "gpus": len(machine.gpus), "precision": policy}

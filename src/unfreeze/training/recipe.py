@@ -27,7 +27,6 @@ from unfreeze.training.artifacts import (
     save_model,
 )
 from unfreeze.training.backup import Backup
-from unfreeze.training.distribute import replicas
 from unfreeze.training.features import Share
 from unfreeze.training.fit import fit_phase
 
@@ -62,7 +61,7 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
         with model_lib.precision(hardware.precision(params.train.precision)):
             model = model_lib.build(params.model, len(data.classes))
         model_lib.compile_for(model, params.head, hardware.xla(
-            "full", replicas=replicas(), image_size=params.model.image_size))
+            "full", replicas=distribute.replicas(), image_size=params.model.image_size))
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
                             params.seed, report_dir, backup,
                             share=shared_pass(params) if then_finetune else None)
@@ -104,7 +103,7 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
         hardware.configure(params.train.xla, params.deterministic)
         n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
         model_lib.compile_for(model, params.finetune, hardware.xla(
-            "full", replicas=replicas(), image_size=model.input_shape[1]))
+            "full", replicas=distribute.replicas(), image_size=model.input_shape[1]))
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
                             params.seed + 1, report_dir, backup, view_seed=params.seed)
