@@ -109,6 +109,30 @@ def plot_training(path: Path, phases: dict[str, dict[str, list[float]]]) -> Path
     return written
 
 
+def read_rates(folder: Path) -> list[float]:
+    """The learning rate of each step of a phase (dvclive's ``plots/custom/lr.json``)."""
+    file = folder / "plots" / "custom" / "lr.json"
+    return [float(p["lr"]) for p in read_json(file)] if file.is_file() else []
+
+
+def plot_rates(path: Path, phases: dict[str, list[float]]) -> Path | None:
+    """The learning rate per optimizer step, phase two after phase one; None without data."""
+    if not any(phases.values()):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    offset = 0
+    for phase, rates in phases.items():
+        ax.plot(range(offset + 1, offset + len(rates) + 1), rates, label=phase)
+        offset += len(rates)
+    ax.set(xlabel="optimizer step", ylabel="learning rate", yscale="log",
+           title="learning rate per step (the base rate; layer-wise factors multiply it)")
+    ax.legend(fontsize=8)
+    written = save_figure(fig, path)
+    plt.close(fig)
+    return written
+
+
 def data_section(inputs: ReportInputs) -> str:
     """Images found, usable, rejected; the split's counts per class."""
     out = ["<h2>Data</h2>"]
@@ -137,9 +161,14 @@ def training_section(inputs: ReportInputs, scratch: Path) -> str:
     phases = {name: read_series(folder / "plots" / "metrics")
               for name, folder in (("head", inputs.head), ("finetune", inputs.finetune))}
     figure = plot_training(scratch / "training.png", phases)
+    rates = plot_rates(scratch / "lr.png", {name: read_rates(folder) for name, folder in
+                                            (("head", inputs.head),
+                                             ("finetune", inputs.finetune))})
     out = ["<h2>Training curves</h2>",
            image_tag(figure, "training curves") if figure else
            missing("no training logs found (stages head, finetune)")]
+    if rates:
+        out.append(image_tag(rates, "learning rate per step"))
     rows = []
     for name, folder in (("head", inputs.head), ("finetune", inputs.finetune)):
         if (folder / "metrics.json").is_file():

@@ -95,3 +95,14 @@ def test_yaml_is_read_safely(tmp_path):
     evil.write_text("seed: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(evil)
+
+
+def test_small_floats_as_dvc_writes_them_are_numbers(tmp_path):
+    """`dvc exp run -S finetune.learning_rate=3e-5` writes `3e-05` (YAML 1.2, no decimal
+    point), which PyYAML's YAML 1.1 rules alone read as a string."""
+    path = tmp_path / "params.yaml"
+    path.write_text("head:\n  learning_rate: 1e-05\nfinetune:\n  learning_rate: 3e-05\n"
+                    "  epochs: 2\n  unfreeze_from: mixed9\n")
+    params = load_params(path)
+    assert params.head.learning_rate == 1e-05 and params.finetune.learning_rate == 3e-05
+    assert params.finetune.epochs == 2 and params.finetune.unfreeze_from == "mixed9"

@@ -7,6 +7,7 @@ tests pass in any order and alone.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import statistics
@@ -28,7 +29,10 @@ TINY = {
     "split": {"test": 0.25, "val": 0.25, "group_by": "group"},
     "model": {"image_size": 75, "weights": None, "hidden_units": 8},
     "head": {"epochs": 1, "batch_size": 8},
-    "finetune": {"epochs": 1, "batch_size": 8},
+    # phase two beyond the classic recipe: a per-step schedule, layer-wise learning rates
+    # (mixed9 at half mixed10's rate) and label smoothing, through every stage that trains
+    "finetune": {"epochs": 1, "batch_size": 8, "schedule": "one_cycle",
+                 "layer_lr_decay": 0.5, "label_smoothing": 0.1},
     "train": {"xla": False},  # XLA compiles ~23 s a phase; e2e kill tests train with it
     "evaluate": {"tta": "hflip", "threshold": "f1"},
     "export": {"quantize": True},
@@ -125,6 +129,15 @@ def test_repro_builds_every_output_then_reruns_only_what_changed(built):
 
     cached = {f.stem for f in (project / ".unfreeze/cache" / decoder() / "75px").glob("*/*.u8")}
     assert cached == {r["sha256"] for r in splits}
+
+    # the learning rate of every step (1 epoch in batches of 8), as declared in dvc.yaml
+    rates = json.loads((project / "reports/finetune/plots/custom/lr.json").read_text())
+    n_train = json.loads((project / "reports/finetune/metrics.json").read_text())["n_train"]
+    assert [p["step"] for p in rates] == list(range(1, math.ceil(n_train / 8) + 1))
+    assert rates[0]["lr"] == pytest.approx(1e-4 / 25)  # one cycle starts at peak / 25
+    assert max(p["lr"] for p in rates) <= 1e-4
+    assert "reports/finetune/plots/custom/lr.json" in json.dumps(
+        yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["finetune"]["plots"])
 
     metrics = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert metrics["bootstrap"]["resamples"] == 1000  # the shipped evaluate.bootstrap
@@ -351,7 +364,8 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     assert "95% CI low" in text and "1000 class-stratified bootstrap resamples" in text
     rendered = render_in_chromium(page, tmp_path / "page.png")
     assert rendered["errors"] == []
-    assert rendered["images"] == 6 and rendered["broken_images"] == []  # CV adds 2
+    # training curves, learning rate per step, 4 test figures; CV adds 2
+    assert rendered["images"] == 7 and rendered["broken_images"] == []
     assert rendered["tables"] >= 5
     check_png(tmp_path / "page.png", min_side=800)
 

@@ -1,6 +1,7 @@
 """Per-phase backups: resume after an interruption, discard a backup of other inputs."""
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -22,7 +23,7 @@ class Interrupted(Exception):
 def tiny_model(phase: HeadParams) -> keras.Model:
     keras.utils.set_random_seed(0)
     m = model_lib.build(ModelParams(image_size=75, weights=None, hidden_units=8), 2)
-    model_lib.compile_for(m, phase, jit_compile=False)  # XLA: ~23 s of compiling
+    model_lib.compile_for(m, phase, jit_compile=False, steps_per_epoch=3)  # XLA: ~23 s
     return m
 
 
@@ -43,7 +44,10 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     data = training_rows(splits_for(image_folder, ["cat/missing.png"]), image_folder)
     # the head trains on cached features (the full model, uncached, is killed and resumed
     # end to end in tests/e2e/test_pipeline.py)
-    phase = HeadParams(epochs=5, batch_size=8, patience=5, learning_rate=1e-2, cached_views=1)
+    # a one-cycle schedule: each step's learning rate depends on the optimizer's step count,
+    # which the backup must bring back
+    phase = HeadParams(epochs=5, batch_size=8, patience=5, learning_rate=1e-2, cached_views=1,
+                       schedule="one_cycle")
     backup = Backup.for_phase(tmp_path / "backup", Params(head=phase), ("seed", "head"))
     seen: list[int] = []  # epochs trained, in order, over all runs
     weights_after: dict[int, list[np.ndarray]] = {}
@@ -66,6 +70,7 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     state = json.loads((tmp_path / "backup/state.json").read_text())
     assert state["epochs_done"] == 2 and len(state["history"]["val_loss"]) == 2
     first_losses = state["history"]["val_loss"]
+    assert len(lr_points(tmp_path / "report")) == 0  # killed before the end: not yet logged
 
     stop_after.clear()
     resumed_model = tiny_model(phase)
@@ -85,6 +90,9 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     assert len(rows) == 1 + 5  # dvclive shows all five epochs, replayed ones included
     report = json.loads((tmp_path / "report/metrics.json").read_text())
     assert report["best_epoch"] == summary["best_epoch"] and report["resumed_after_epoch"] == 2
+    # 18 images in batches of 8: 3 steps per epoch, 15 in all, on the uninterrupted curve
+    expected = [one_cycle(s, 15, 1e-2) for s in range(15)]
+    np.testing.assert_allclose(lr_points(tmp_path / "report"), expected, rtol=1e-5)
 
     # killed after training, while saving: the rerun trains nothing and gives the same model
     again = tiny_model(phase)
@@ -99,6 +107,28 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     assert sorted(p.name for p in out.parent.iterdir()) == ["meta.json", "model.keras"]
     assert artifacts.read_meta(out.parent)["classes"] == ["cat", "dog"]
     assert not backup.folder.exists()
+
+
+def one_cycle(step: int, total: int, peak: float, pct: float = 0.25) -> float:
+    """fastai's one cycle, written out: cosine from peak/25 up to peak, then to peak/1e5."""
+    pos = step / total
+
+    def anneal(start, end, x):
+        return start + (1 + math.cos(math.pi * (1 - x))) * (end - start) / 2
+
+    if pos < pct:
+        return anneal(peak / 25, peak, pos / pct)
+    return anneal(peak, peak / 1e5, (pos - pct) / (1 - pct))
+
+
+def lr_points(report) -> list[float]:
+    """The learning rates the dvclive plot ``lr`` holds, by step (none when missing)."""
+    file = report / "plots/custom/lr.json"
+    if not file.exists():
+        return []
+    points = json.loads(file.read_text())
+    assert [p["step"] for p in points] == list(range(1, len(points) + 1))
+    return [p["lr"] for p in points]
 
 
 def dense_model() -> keras.Model:

@@ -7,7 +7,7 @@ Run as its own process by tests/training/test_distribute.py: the strategy (and t
 ``cat/`` and ``dog/``: 8 + 8 train (even global batches), the rest val (9 with 12 + 13
 images: uneven last batches in feature extraction, validation and prediction). No dropout,
 no augmentation (one cached view in both phases), so runs that see the same global batches
-must agree.
+must agree (with per-step schedules and phase two's layer-wise learning rates on).
 The last line of stdout is JSON: the replicas used, the strategy's summary, whether this
 process is the chief, and the trained model's probabilities on the val images.
 """
@@ -30,9 +30,11 @@ def main(images: str, strategy: str, batch_size: int, out_dir: str) -> None:
     params = params_from_dict({
         "model": {"image_size": 75, "weights": None, "hidden_units": 8, "dropout": 0.0},
         "head": {"epochs": 2, "batch_size": batch_size, "cached_views": 1, "patience": 0,
-                 "learning_rate": 0.05},
+                 "learning_rate": 0.05, "schedule": "one_cycle"},
+        # a per-step schedule over global batches and layer-wise rates, under each strategy
         "finetune": {"epochs": 1, "batch_size": batch_size, "cached_views": 1, "patience": 0,
-                     "unfreeze_from": "mixed9"},
+                     "unfreeze_from": "mixed9", "schedule": "cosine", "layer_lr_decay": 0.5,
+                     "head_lr_mult": 2.0},
         "train": {"strategy": strategy, "xla": False},
     })
     paths = {label: sorted(str(p) for p in (Path(images) / label).glob("*.png"))

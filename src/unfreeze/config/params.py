@@ -6,6 +6,7 @@ keys and ranges before any data is read, and every error names the key and the v
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,8 @@ MIN_IMAGE_SIZE = 75
 MAX_PIXELS = 100_000_000  # data.max_pixels' default; also what `predict` refuses undecoded
 MAX_FOLDS = 10  # dvc.yaml declares the fold stages cv@0 … cv@9
 MAX_VIEWS = 50  # head.cached_views, finetune.cached_views
+MAX_MIX_ALPHA = 10.0  # augment.mixup, augment.cutmix
+SCHEDULES = ("constant", "cosine", "one_cycle")
 PHASES = ("head", "finetune")
 # The headline metrics: reported on test and per fold, aggregated by CV, shown in every table,
 # and the choices of retrain.metric (higher is better for each). The one list of them.
@@ -94,8 +97,15 @@ class AugmentParams:
     horizontal_flip: bool = True
     vertical_flip: bool = False
     fill_mode: Literal["nearest", "reflect", "constant", "wrap"] = "nearest"
+    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp's mixing weight; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix's kept area; 0 = off (both: half each)
 
     def __post_init__(self) -> None:
+        for name in ("mixup", "cutmix"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= MAX_MIX_ALPHA:
+                fail(f"augment.{name}", value, f"a Beta alpha in [0, {MAX_MIX_ALPHA}] (0 = off; "
+                     "0.2–0.4 for MixUp and 1.0 for CutMix are the usual values)")
         if not 0.0 <= self.rotation <= 180.0:
             fail("augment.rotation", self.rotation, "degrees in [0, 180]")
         if not 0.0 <= self.shear < 90.0:
@@ -117,6 +127,14 @@ class PhaseParams:
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     class_weight: Literal["balanced"] | None = None
     cached_views: int = 0  # 0: fresh augmentation through the frozen part every epoch
+    # the learning rate of each step (unfreeze.training.schedules): constant (the classic
+    # recipe) | cosine (linear warm-up over warmup_epochs, then cosine to 0) | one_cycle
+    # (fastai's: cosine warm-up from learning_rate/25 over pct_start of the steps, cosine
+    # down to learning_rate/1e5); learning_rate is the peak
+    schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
+    warmup_epochs: float = 0.0  # cosine only
+    pct_start: float = 0.25  # one_cycle only
+    label_smoothing: float = 0.0  # 0 = off; targets (1 - e) one-hot + e / classes
 
     def _check(self, section: str) -> None:
         if self.epochs < 1:
@@ -130,6 +148,17 @@ class PhaseParams:
         if not 0 <= self.cached_views <= MAX_VIEWS:
             fail(f"{section}.cached_views", self.cached_views,
                   f"an integer in 0 … {MAX_VIEWS} (0 = no caching)")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            fail(f"{section}.warmup_epochs", self.warmup_epochs,
+                 f"a number of epochs in [0, {section}.epochs = {self.epochs})")
+        if self.warmup_epochs and self.schedule != "cosine":
+            fail(f"{section}.warmup_epochs", self.warmup_epochs,
+                 f"0 with {section}.schedule: {self.schedule} (warm-up belongs to `cosine`; "
+                 "`one_cycle` warms up over pct_start)")
+        check_fraction(f"{section}.pct_start", self.pct_start, 0.0, 1.0)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            fail(f"{section}.label_smoothing", self.label_smoothing, "a number in [0, 1) "
+                 "(0 = off; 0.1 is the usual value)")
 
 
 @dataclass(frozen=True)
@@ -149,12 +178,21 @@ class FinetuneParams(PhaseParams):
     epochs: int = 10
     learning_rate: float = 1e-4
     unfreeze_from: str | int = "mixed9"
+    # layer-wise learning rates: the top unfrozen block at learning_rate, each block below
+    # at learning_rate * layer_lr_decay ** depth, the head at learning_rate * head_lr_mult
+    layer_lr_decay: float = 1.0  # 1.0 = off (one rate for every unfrozen layer)
+    head_lr_mult: float = 1.0
     # 1: the unaugmented activations below the cut, from phase one's pass (chosen by 3-fold
     # CV against 0, fresh augmentation through the whole base: docs/benchmarks.md)
     cached_views: int = 1
 
     def __post_init__(self) -> None:
         self._check("finetune")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            fail("finetune.layer_lr_decay", self.layer_lr_decay,
+                 "a number in (0, 1] (1.0 = off; 0.5–0.9 are the usual values)")
+        if not 0.0 < self.head_lr_mult <= 100.0:
+            fail("finetune.head_lr_mult", self.head_lr_mult, "a number in (0, 100]")
         if isinstance(self.unfreeze_from, int):
             if self.unfreeze_from < 1:
                 fail("finetune.unfreeze_from", self.unfreeze_from, "a number of layers >= 1")
@@ -323,6 +361,15 @@ class Params:
     retrain: RetrainParams = field(default_factory=RetrainParams)
 
     def __post_init__(self) -> None:
+        mixing = [f"augment.{n}" for n in ("mixup", "cutmix") if getattr(self.augment, n)]
+        for section in ("head", "finetune"):
+            views = getattr(self, section).cached_views
+            if mixing and views == 1:
+                fail(f"{section}.cached_views", views, f"0 (fresh batches) or >= 2 (mixed "
+                     f"views) with {' and '.join(mixing)} on: one cached view is the "
+                     "unaugmented images, which MixUp/CutMix cannot change without fixing "
+                     "one mixed pair per image for every epoch; or set "
+                     f"{' and '.join(m + ': 0' for m in mixing)}")
         if self.deterministic and self.train.xla is True:
             fail("train.xla", self.train.xla, "`auto` or false with `deterministic: true` "
                   "(XLA kernels are not covered by TensorFlow's op determinism)")
@@ -333,11 +380,32 @@ def params_from_dict(raw: dict[str, Any] | None) -> Params:
     return build_checked(Params, raw or {}, "")
 
 
+class YAML12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 (and DVC's ruamel) do: ``1e-05`` is a
+    number. PyYAML's YAML 1.1 rules read an exponent without a decimal point as a string, and
+    ``dvc exp run -S finetune.learning_rate=3e-5`` writes exactly that."""
+
+
+YAML12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text safely, floats as YAML 1.2 reads them (:class:`YAML12Loader`)."""
+    return yaml.load(text, Loader=YAML12Loader)  # a SafeLoader subclass: safe
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read ``params.yaml`` with a safe YAML loader and validate it."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParamsError(f"params: file not found: {path}") from None
     except yaml.YAMLError as exc:

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
 from unfreeze.io import write_atomic
-from unfreeze.training import hardware, inputs
+from unfreeze.training import hardware, inputs, mixing
 from unfreeze.training.cache import ACTIVATIONS, RECENT, DecodedCache, decoder, default_cache
 from unfreeze.training.distribute import batch_sizes, is_multi_worker, replicas_of
 
@@ -73,7 +73,7 @@ def views_of(count: int, augment: AugmentParams, seed: int) -> list[View]:
     section changes nothing)."""
     if count == 0:
         return []
-    if count == 1 or not inputs.augments(augment):
+    if count == 1 or not (inputs.augments(augment) or mixing.mixes(augment)):
         return [View()]
     return [View(augment, seed + VIEW_SEED_STRIDE * v) for v in range(count)]
 
@@ -200,6 +200,7 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
     n, shape = len(paths), tuple(lower.output.shape[1:])
     hardware.for_use(lower, "features")
     draws = inputs.view_draws(n, view.seed) if view.augment else None
+    mix = mixing.view_draws(n, view.seed, view.augment) if mixing.mixes(view.augment) else None
     batch, replicas = view_batch(lower), replicas_of(lower)
     cache = default_cache() if keys is not None else None
     if cache is not None:  # decode what is missing once, not chunk by chunk (one prune)
@@ -210,7 +211,8 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
             ds = inputs.make_view_dataset(
                 paths[rows], image_size, batch, view.augment,
                 None if draws is None else draws[rows],
-                keys=None if keys is None else keys[rows], replicas=replicas)
+                keys=None if keys is None else keys[rows], replicas=replicas,
+                partners=None if mix is None else partners_of(paths, keys, draws, mix, rows))
             values = lower.predict(ds, verbose=0)
             if len(values) != rows.stop - rows.start:
                 raise RuntimeError(f"got {len(values)} activation rows for "
@@ -230,6 +232,15 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
 
     write_atomic(file, write)
     return np.load(file, mmap_mode="r")
+
+
+def partners_of(paths: Sequence[str], keys: Sequence[str] | None, draws: np.ndarray | None,
+                mix: mixing.ViewMix, rows: slice) -> inputs.ViewPartners:
+    """The partners of the images in ``rows`` of a mixed view (paths, keys, warp draws)."""
+    partner = mix.partner[rows]
+    return inputs.ViewPartners(
+        [paths[i] for i in partner], None if keys is None else [keys[i] for i in partner],
+        None if draws is None else draws[partner], mix.rows(rows))
 
 
 def pooled_rows(pooled: keras.Model, acts: np.ndarray) -> np.ndarray:

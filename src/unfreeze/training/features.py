@@ -139,6 +139,7 @@ def cached_features(model: keras.Model, extractor: keras.Model, data: TrainingDa
 
 class CachedViews(keras.utils.PyDataset):
     """Batches ``(features, labels, sample_weights)``; epoch ``e`` uses view ``e % K``.
+    With ``targets`` (soft targets, one pair per view), ``(features, targets, weights)``.
 
     With ``shuffle``, the order of epoch ``e`` depends on ``seed`` and ``e`` only, so a resumed
     phase (``first_epoch``) sees the same batches as an uninterrupted one. Batch sizes follow
@@ -148,12 +149,15 @@ class CachedViews(keras.utils.PyDataset):
 
     def __init__(self, views: np.ndarray, labels: np.ndarray, batch_size: int,
                  class_weight: dict[int, float] | None, seed: int, first_epoch: int = 0,
-                 shuffle: bool = True, replicas: int = 1) -> None:
+                 shuffle: bool = True, replicas: int = 1,
+                 targets: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         super().__init__()
         self.views, self.labels = views, np.asarray(labels)
         weights = class_weight or {}
         self.sample_weights = np.asarray([weights.get(int(y), 1.0) for y in self.labels],
                                          dtype=np.float32)
+        # soft targets: (targets, sample weights) per view (mixing.view_targets)
+        self.targets = list(targets) if targets is not None else None
         self.seed, self.shuffle = seed, shuffle
         self.epoch = first_epoch
         self.bounds = np.cumsum([0, *batch_sizes(len(self.labels), batch_size, replicas)])
@@ -169,8 +173,11 @@ class CachedViews(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = self._order[self.bounds[index]:self.bounds[index + 1]]
-        view = self.views[self.epoch % len(self.views)]
-        return view[rows], self.labels[rows], self.sample_weights[rows]
+        v = self.epoch % len(self.views)
+        if self.targets is not None:
+            targets, weights = self.targets[v]
+            return self.views[v][rows], targets[rows], weights[rows]
+        return self.views[v][rows], self.labels[rows], self.sample_weights[rows]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

@@ -18,9 +18,17 @@ from sklearn.utils.class_weight import compute_class_weight
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import AugmentParams, FinetuneParams, PhaseParams
 from unfreeze.dataset.rows import TrainingData
-from unfreeze.training import activations, distribute, features, hardware, inputs
+from unfreeze.training import (
+    activations,
+    distribute,
+    features,
+    hardware,
+    inputs,
+    mixing,
+    schedules,
+)
+from unfreeze.training import model as model_lib
 from unfreeze.training.backup import Backup, BackupCallback, Resumed, restore
-from unfreeze.training.model import compile_for
 
 
 @dataclass(frozen=True)
@@ -41,17 +49,38 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str | None) -> dict[
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def plan_phase(model: keras.Model, phase: PhaseParams) -> PhasePlan:
+def steps_per_epoch(n_train: int, batch: int, replicas: int) -> int:
+    """Optimizer steps in one epoch of ``n_train`` images at global batch ``batch``."""
+    return len(distribute.batch_sizes(n_train, batch, replicas))
+
+
+def compile_phase(target: keras.Model, model: keras.Model, phase: PhaseParams,
+                  augment: AugmentParams | None, n_train: int, use: str) -> None:
+    """Compile ``target`` (``model`` itself, or its trainable part) for ``phase``: its
+    schedule over the phase's planned steps, phase two's layer-wise rates
+    (:func:`~unfreeze.training.model.layer_multipliers`), soft targets if the phase uses
+    them (:func:`~unfreeze.training.mixing.soft`), XLA as decided for ``use``."""
+    replicas = distribute.replicas_of(model)
+    steps = steps_per_epoch(n_train, distribute.global_batch(phase.batch_size), replicas)
+    multipliers = (model_lib.layer_multipliers(model, phase)
+                   if isinstance(phase, FinetuneParams) else None)
+    model_lib.compile_for(target, phase, hardware.xla(
+        use, replicas=replicas, image_size=model.input_shape[1]), steps, multipliers,
+        soft=mixing.soft(phase, augment))
+
+
+def plan_phase(model: keras.Model, phase: PhaseParams, n_train: int | None = None,
+               augment: AugmentParams | None = None) -> PhasePlan:
     """The full model, or with ``phase.cached_views`` its part above the frozen layers
-    (phase one: the head; phase two: from ``finetune.unfreeze_from`` up), compiled like it."""
+    (phase one: the head; phase two: from ``finetune.unfreeze_from`` up), compiled like it
+    (:func:`compile_phase`; ``n_train`` images, needed by a schedule other than constant)."""
     batch = distribute.global_batch(phase.batch_size)
     if not phase.cached_views:
         return PhasePlan(model, None, batch)
     unfreeze_from = phase.unfreeze_from if isinstance(phase, FinetuneParams) else None
     extractor, trainable = features.split_model(model, unfreeze_from)
-    compile_for(trainable, phase, hardware.xla("head" if unfreeze_from is None else "upper",
-                                               replicas=distribute.replicas_of(model),
-                                               image_size=model.input_shape[1]))
+    compile_phase(trainable, model, phase, augment, n_train or 0,
+                  "head" if unfreeze_from is None else "upper")
     return PhasePlan(trainable, extractor, batch)
 
 
@@ -61,27 +90,47 @@ def phase_inputs(plan: PhasePlan, model: keras.Model, data: TrainingData, phase:
                  ) -> tuple[object, object, dict[int, float] | None]:
     """(training input, validation input, class weights for ``fit``).
 
-    Cached views carry their sample weights themselves; image datasets leave them to ``fit``.
-    Views are drawn from ``view_seed`` (the same in both phases, so they can share a pass).
+    Cached views carry their sample weights themselves, and soft targets (label smoothing,
+    MixUp, CutMix: :mod:`unfreeze.training.mixing`) carry theirs in every batch; plain image
+    datasets leave them to ``fit``. Views are drawn from ``view_seed`` (the same in both
+    phases, so they can share a pass).
     """
     weights = class_weights(data.train.labels, len(data.classes), phase.class_weight)
     replicas = distribute.replicas_of(plan.trainable)
+    soft = mixing.soft(phase, augment)
+    spec = mixing.Targets.of(len(data.classes), weights, augment) if soft else None
+    plain = mixing.Targets.of(len(data.classes), None, None) if soft else None
     if plan.extractor is not None:
-        views, val = features.cached_features(
-            model, plan.extractor, data, activations.views_of(phase.cached_views, augment,
-                                                              view_seed),
-            image_size, at_cut=isinstance(phase, FinetuneParams), share=share)
+        drawn = activations.views_of(phase.cached_views, augment, view_seed)
+        views, val = features.cached_features(model, plan.extractor, data, drawn, image_size,
+                                              at_cut=isinstance(phase, FinetuneParams),
+                                              share=share)
         return (features.CachedViews(views, data.train.labels, plan.batch, weights, seed,
-                                     first_epoch=first_epoch, replicas=replicas),
+                                     first_epoch=first_epoch, replicas=replicas,
+                                     targets=view_targets(spec, data.train.labels, drawn,
+                                                          image_size)),
                 features.CachedViews([val], data.val.labels, plan.batch, None, seed,
-                                     shuffle=False, replicas=replicas),
+                                     shuffle=False, replicas=replicas,
+                                     targets=view_targets(plain, data.val.labels, [None],
+                                                          image_size)),
                 None)
     train = inputs.make_dataset(data.train.paths, data.train.labels, image_size, plan.batch,
                                 shuffle=True, seed=seed, augment=augment, keys=data.train.keys,
-                                replicas=replicas)
+                                replicas=replicas, targets=spec)
     val = inputs.make_dataset(data.val.paths, data.val.labels, image_size, plan.batch,
-                              keys=data.val.keys, replicas=replicas)
-    return train, val, weights
+                              keys=data.val.keys, replicas=replicas, targets=plain)
+    return train, val, None if soft else weights
+
+
+def view_targets(spec: mixing.Targets | None, labels: np.ndarray, views: list,
+                 image_size: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Soft targets of each cached view (mixed where the view mixes); None without ``spec``."""
+    if spec is None:
+        return None
+    n = len(labels)
+    return [mixing.view_targets(spec, labels, mixing.view_draws(n, view.seed, view.augment)
+                                if view is not None and mixing.mixes(view.augment) else None,
+                                image_size) for view in views]
 
 
 def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
@@ -102,7 +151,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
     started = time.perf_counter()
-    plan = plan_phase(model, phase)
+    plan = plan_phase(model, phase, len(data.train.paths), augment)
     resumed = restore(backup, plan.trainable) if backup else None
     distribute.prepare_fit(plan.trainable, model,
                            *([plan.extractor] if plan.extractor is not None else []))
@@ -115,6 +164,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     with open_live(report_dir) as live:
         history = train_epochs(plan, train_in, val_in, weights, phase, first_epoch, live,
                                backup, resumed)
+        log_rates(live, plan.trainable.optimizer)
         summary = phase_summary(history, phase, plan, model, resumed) | {
             "feature_seconds": feature_seconds,
             "seconds": round(time.perf_counter() - started, 2),
@@ -179,6 +229,17 @@ class LiveLogger(keras.callbacks.Callback):
         n = len(next(iter(history.values()), []))
         for epoch in range(n):
             self.on_epoch_end(epoch, {name: values[epoch] for name, values in history.items()})
+
+
+def log_rates(live, optimizer: keras.optimizers.Optimizer) -> None:
+    """Log the learning rate of every step the optimizer took (those before a resume too:
+    its step counter comes back with the backup) as the dvclive plot ``plots/custom/lr.json``
+    (x: step, 1-based; y: lr). Layer-wise factors multiply it per variable."""
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    points = [{"step": i + 1, "lr": float(v)} for i, v in
+              enumerate(schedules.rates(optimizer, steps))]
+    live.log_plot("lr", points, x="step", y="lr", template="linear",
+                  title="learning rate per step", x_label="step", y_label="learning rate")
 
 
 def open_live(report_dir: Path):

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
+from unfreeze.training import mixing
 from unfreeze.training.cache import DecodedCache, default_cache
 from unfreeze.training.distribute import batch_sizes
 
@@ -140,8 +142,12 @@ def augments(params: AugmentParams | None) -> bool:
 def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None,
                  image_size: int, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                  augment: AugmentParams | None = None, keys: Sequence[str] | None = None,
-                 cache: DecodedCache | None = None, replicas: int = 1) -> tf.data.Dataset:
+                 cache: DecodedCache | None = None, replicas: int = 1,
+                 targets: mixing.Targets | None = None) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` (or images alone when ``labels`` is None).
+
+    With ``targets``, batches are ``(images, soft targets, sample weights)``
+    (:mod:`unfreeze.training.mixing`), mixed after the warps when ``targets`` mixes.
 
     With ``keys`` (content hashes of ``paths``), images come from ``cache`` (default:
     :func:`default_cache`), decoded there first if needed. ``shuffle`` reshuffles every epoch;
@@ -170,6 +176,10 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
         images = tf.cast(batch[0], tf.float32)
         if augmenting:
             images = augment_batch(images, seed_pair, augment)
+        if targets is not None and len(batch) > 1:
+            if targets.augment is not None:
+                return mixing.mix_batch(images, batch[1], seed_pair, targets)
+            return (images, *mixing.plain_targets(targets, batch[1]))
         return (images, *batch[1:]) if len(batch) > 1 else images
 
     ds = batched(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), len(sources),
@@ -188,12 +198,44 @@ def view_draws(n: int, view_seed: int) -> np.ndarray:
 
 def make_view_dataset(paths: Sequence[str], image_size: int, batch_size: int,
                       augment: AugmentParams | None = None, draws: np.ndarray | None = None,
-                      keys: Sequence[str] | None = None, replicas: int = 1
-                      ) -> tf.data.Dataset:
+                      keys: Sequence[str] | None = None, replicas: int = 1,
+                      partners: ViewPartners | None = None) -> tf.data.Dataset:
     """Batches of the images of ``paths`` in order, for a view computed once (cached views):
     plain without ``augment``, else image ``i`` warped by row ``i`` of ``draws`` (from
-    :func:`view_draws`). The same images and draws give the same view whatever the batch
-    size, in any process, so two phases can share it."""
+    :func:`view_draws`). With ``partners``, image ``i`` is then mixed with its partner, warped
+    by the partner's own draws (:mod:`unfreeze.training.mixing`). The same images and draws
+    give the same view whatever the batch size, in any process, so two phases can share it."""
+    view = _warped_view(paths, image_size, batch_size, augment, draws, keys, replicas)
+    if partners is None:
+        return view
+    other = _warped_view(partners.paths, image_size, batch_size, augment, partners.draws,
+                         partners.keys, replicas)
+    mix = partners.mix
+    rows = batched(tf.data.Dataset.from_tensor_slices((mix.lam, mix.cut, mix.centre)),
+                   len(paths), batch_size, replicas)
+
+    def mix_batch(a: tf.Tensor, b: tf.Tensor, row: tuple) -> tf.Tensor:
+        return mixing.mix(a, b, *row)[0]
+
+    return tf.data.Dataset.zip(view, other, rows).map(
+        mix_batch, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
+@dataclass(frozen=True)
+class ViewPartners:
+    """The images a mixed view's images are mixed with, row for row: their paths, content
+    keys and warp draws, and the mixing draws (:func:`unfreeze.training.mixing.view_draws`)."""
+
+    paths: Sequence[str]
+    keys: Sequence[str] | None
+    draws: np.ndarray | None
+    mix: mixing.ViewMix
+
+
+def _warped_view(paths: Sequence[str], image_size: int, batch_size: int,
+                 augment: AugmentParams | None, draws: np.ndarray | None,
+                 keys: Sequence[str] | None, replicas: int) -> tf.data.Dataset:
+    """The images of ``paths`` in order, each warped by its row of ``draws`` if ``augment``."""
     plain = make_dataset(paths, None, image_size, batch_size, keys=keys, replicas=replicas)
     if not augments(augment):
         return plain

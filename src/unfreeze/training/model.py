@@ -16,7 +16,8 @@ import keras
 from keras import layers
 
 from unfreeze.config.errors import ParamsError, WeightsError
-from unfreeze.config.params import INCEPTION_BLOCKS, ModelParams, PhaseParams
+from unfreeze.config.params import INCEPTION_BLOCKS, FinetuneParams, ModelParams, PhaseParams
+from unfreeze.training import layerwise, schedules
 
 BASE_NAME = "inception_v3"
 PREPROCESS = "preprocess"
@@ -123,19 +124,55 @@ def unfreeze(model: keras.Model, unfreeze_from: str | int) -> int:
     return sum(1 for layer in base.layers if layer.trainable and layer.weights)
 
 
-def make_optimizer(params: PhaseParams) -> keras.optimizers.Optimizer:
-    """The phase's optimizer at its learning rate (SGD with Nesterov-free momentum 0.9)."""
-    if params.optimizer == "sgd":
-        return keras.optimizers.SGD(params.learning_rate, momentum=0.9)
-    if params.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(params.learning_rate)
-    return keras.optimizers.Adam(params.learning_rate)
+def make_optimizer(params: PhaseParams, steps_per_epoch: int | None = None,
+                   multipliers: dict[str, float] | None = None) -> keras.optimizers.Optimizer:
+    """The phase's optimizer (SGD with Nesterov-free momentum 0.9) at its learning rate or
+    schedule (:func:`unfreeze.training.schedules.for_phase`); with ``multipliers``
+    (variable path → factor, :func:`layer_multipliers`), per-variable learning rates."""
+    learning_rate = schedules.for_phase(params, steps_per_epoch)
+    kind = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+            "adam": keras.optimizers.Adam}[params.optimizer]
+    extra = {"momentum": 0.9} if params.optimizer == "sgd" else {}
+    if multipliers:
+        return layerwise.LAYERWISE[kind](learning_rate, lr_multipliers=multipliers, **extra)
+    return kind(learning_rate, **extra)
 
 
-def compile_for(model: keras.Model, params: PhaseParams,
-                jit_compile: bool | str = "auto") -> None:
-    """Compile for one phase; ``jit_compile``: XLA on, off, or Keras' ``auto``."""
-    model.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
+def layer_multipliers(model: keras.Model, params: FinetuneParams) -> dict[str, float]:
+    """Phase two's learning-rate factor of each trainable variable (by path): 1 for the top
+    unfrozen inception block, ``layer_lr_decay ** depth`` for the block ``depth`` below it
+    (the stem below mixed0 counts as one block), ``head_lr_mult`` for the head. Empty when
+    both are 1 (one rate). Call after :func:`unfreeze`."""
+    if params.layer_lr_decay == 1.0 and params.head_lr_mult == 1.0:
+        return {}
+    base = base_of(model)
+    names = [layer.name for layer in base.layers]
+    ends = [names.index(b) for b in INCEPTION_BLOCKS if b in names]
+    stem_end = block_start(base, INCEPTION_BLOCKS[0]) - 1
+
+    def block(i: int) -> int:
+        return -1 if i <= stem_end else next(k for k, end in enumerate(ends) if i <= end)
+
+    trained = [(block(i), layer) for i, layer in enumerate(base.layers)
+               if layer.trainable_weights]
+    top = max((k for k, _ in trained), default=0)
+    out = {v.path: params.layer_lr_decay ** (top - k)
+           for k, layer in trained for v in layer.trainable_weights}
+    for name in HEAD_LAYERS:
+        out.update({v.path: params.head_lr_mult
+                    for v in model.get_layer(name).trainable_weights})
+    return out
+
+
+def compile_for(model: keras.Model, params: PhaseParams, jit_compile: bool | str = "auto",
+                steps_per_epoch: int | None = None, multipliers: dict[str, float] | None = None,
+                soft: bool = False) -> None:
+    """Compile for one phase; ``jit_compile``: XLA on, off, or Keras' ``auto``. ``soft``:
+    the inputs carry soft targets (:mod:`unfreeze.training.mixing`), the loss is categorical
+    cross-entropy with ``label_smoothing``; else integer labels, as the classic recipe."""
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+            if soft else "sparse_categorical_crossentropy")
+    model.compile(optimizer=make_optimizer(params, steps_per_epoch, multipliers), loss=loss,
                   metrics=["accuracy"], jit_compile=jit_compile)
 
 

@@ -28,7 +28,7 @@ from unfreeze.training.artifacts import (
 )
 from unfreeze.training.backup import Backup
 from unfreeze.training.features import Share
-from unfreeze.training.fit import fit_phase
+from unfreeze.training.fit import compile_phase, fit_phase
 
 HEAD_SECTIONS = ("seed", "deterministic", "model", "augment", "head", "train")
 FINETUNE_SECTIONS = (*HEAD_SECTIONS, "finetune")
@@ -60,8 +60,7 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
         hardware.configure(params.train.xla, params.deterministic)
         with model_lib.precision(hardware.precision(params.train.precision)):
             model = model_lib.build(params.model, len(data.classes))
-        model_lib.compile_for(model, params.head, hardware.xla(
-            "full", replicas=distribute.replicas(), image_size=params.model.image_size))
+        compile_phase(model, model, params.head, params.augment, len(data.train.paths), "full")
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
                             params.seed, report_dir, backup,
                             share=shared_pass(params) if then_finetune else None)
@@ -102,8 +101,8 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
         seed_everything(params.seed + 1, params.deterministic)
         hardware.configure(params.train.xla, params.deterministic)
         n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
-        model_lib.compile_for(model, params.finetune, hardware.xla(
-            "full", replicas=distribute.replicas(), image_size=model.input_shape[1]))
+        compile_phase(model, model, params.finetune, params.augment, len(data.train.paths),
+                      "full")
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
                             params.seed + 1, report_dir, backup, view_seed=params.seed)

@@ -1,0 +1,184 @@
+"""Soft targets: label smoothing, MixUp and CutMix, with class weights kept right.
+
+A phase trains on *soft targets* when ``<phase>.label_smoothing`` > 0 or ``augment.mixup`` /
+``augment.cutmix`` is on (:func:`soft`); otherwise on integer labels, as the classic recipe.
+Soft batches are ``(inputs, targets, sample_weights)``: ``targets`` a distribution over the
+classes, the loss ``CategoricalCrossentropy(label_smoothing)`` (Keras smooths the targets:
+``(1 - e) t + e / classes``).
+
+Mixing image ``a`` (label ``i``) with image ``b`` (label ``j``) at weight ``lam`` (MixUp:
+``lam a + (1 - lam) b``; CutMix: ``b`` pasted into a box of ``a``, ``lam`` = the area of ``a``
+kept) gives the loss ``lam w_i CE(p, i) + (1 - lam) w_j CE(p, j)`` with class weights ``w``
+(all 1 without ``class_weight``). Cross-entropy is linear in its target, so that is exactly
+sample weight ``s = lam w_i + (1 - lam) w_j`` times the cross-entropy with the target
+``(lam w_i onehot(i) + (1 - lam) w_j onehot(j)) / s`` (a distribution): :func:`targets`.
+Label smoothing is linear too, so it composes exactly.
+
+``lam`` is drawn per image from Beta(alpha, alpha); with both on, each image gets MixUp or
+CutMix with probability ½. Fresh batches (``cached_views: 0``) mix each image with the
+batch's image in mirrored position (tf.random draws from the batch's seed, as the warps);
+a cached view ``v`` mixes image ``i`` with image ``partner[i]``, each warped by its own draw
+of that view, from draws that depend on the view's seed only (:func:`view_draws`), so the
+view and its targets are computed again identically by any phase or process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from unfreeze.config.params import AugmentParams, PhaseParams
+
+
+def mixes(augment: AugmentParams | None) -> bool:
+    """Whether ``augment`` mixes images (MixUp or CutMix on)."""
+    return augment is not None and bool(augment.mixup or augment.cutmix)
+
+
+def soft(phase: PhaseParams, augment: AugmentParams | None) -> bool:
+    """Whether ``phase`` trains on soft targets (label smoothing or mixing on)."""
+    return bool(phase.label_smoothing) or mixes(augment)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """How a phase's labels become soft targets: the classes, the class weight of each
+    (ones without ``class_weight``), and the mixing section (None: no mixing)."""
+
+    n_classes: int
+    class_weights: np.ndarray
+    augment: AugmentParams | None = None
+
+    @classmethod
+    def of(cls, n_classes: int, weights: dict[int, float] | None,
+           augment: AugmentParams | None) -> Targets:
+        vector = np.ones(n_classes, np.float32)
+        for label, weight in (weights or {}).items():
+            vector[label] = weight
+        return cls(n_classes, vector, augment if mixes(augment) else None)
+
+
+def targets(spec: Targets, labels, partners, lam) -> tuple[tf.Tensor, tf.Tensor]:
+    """(targets ``(n, classes)``, sample weights ``(n,)``) of images of ``labels`` mixed at
+    ``lam`` with images of ``partners`` (see the module docstring); ``lam`` 1 = unmixed."""
+    weights = tf.constant(spec.class_weights)
+    lam = tf.cast(lam, tf.float32)[:, None]
+    wa = tf.gather(weights, labels)[:, None]
+    wb = tf.gather(weights, partners)[:, None]
+    mass = lam * wa * tf.one_hot(labels, spec.n_classes) + (
+        (1.0 - lam) * wb * tf.one_hot(partners, spec.n_classes))
+    total = lam * wa + (1.0 - lam) * wb
+    return mass / total, total[:, 0]
+
+
+def plain_targets(spec: Targets, labels) -> tuple[tf.Tensor, tf.Tensor]:
+    """Unmixed soft targets: one-hot, weighted by class."""
+    labels = tf.cast(labels, tf.int32)
+    return targets(spec, labels, labels, tf.ones(tf.shape(labels)[0]))
+
+
+def box_mask(lam: tf.Tensor, centre: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """CutMix's boxes: ``(n, H, W)`` True inside the box pasted from the partner. The box has
+    sides ``sqrt(1 - lam)`` of the image's, centred at ``centre`` (fractions), clipped."""
+    side = tf.sqrt(1.0 - tf.cast(lam, tf.float32))
+    cy, cx = centre[:, 0] * height, centre[:, 1] * width
+    y0 = tf.clip_by_value(tf.round(cy - side * height / 2), 0, height)
+    y1 = tf.clip_by_value(tf.round(cy + side * height / 2), 0, height)
+    x0 = tf.clip_by_value(tf.round(cx - side * width / 2), 0, width)
+    x1 = tf.clip_by_value(tf.round(cx + side * width / 2), 0, width)
+    ys = tf.range(height, dtype=tf.float32)[None, :, None]
+    xs = tf.range(width, dtype=tf.float32)[None, None, :]
+    return ((ys >= y0[:, None, None]) & (ys < y1[:, None, None])
+            & (xs >= x0[:, None, None]) & (xs < x1[:, None, None]))
+
+
+def mix(a: tf.Tensor, b: tf.Tensor, lam: tf.Tensor, cut: tf.Tensor, centre: tf.Tensor
+        ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(mixed images, the weight of ``a`` in each): MixUp where ``cut`` is False, CutMix
+    where it is True (the weight then is the area of ``a`` kept)."""
+    lam = tf.cast(lam, tf.float32)
+    inside = box_mask(lam, centre, a.shape[1], a.shape[2])
+    cutmixed = tf.where(inside[..., None], b, a)
+    mixedup = lam[:, None, None, None] * a + (1.0 - lam[:, None, None, None]) * b
+    return (tf.where(cut[:, None, None, None], cutmixed, mixedup),
+            weight_of_first(lam, cut, inside))
+
+
+def weight_of_first(lam: tf.Tensor, cut: tf.Tensor, inside: tf.Tensor) -> tf.Tensor:
+    """The weight of the first image of each pair: ``lam`` (MixUp), or the fraction of its
+    area outside the pasted box (CutMix)."""
+    kept = 1.0 - tf.reduce_mean(tf.cast(inside, tf.float32), axis=[1, 2])
+    return tf.where(cut, kept, tf.cast(lam, tf.float32))
+
+
+def _choose(u: tf.Tensor, augment: AugmentParams) -> tf.Tensor:
+    """Per image: CutMix (True) or MixUp, from uniform draws ``u`` (½ each when both on)."""
+    if not augment.mixup:
+        return tf.ones_like(u, tf.bool)
+    if not augment.cutmix:
+        return tf.zeros_like(u, tf.bool)
+    return u < 0.5
+
+
+def _beta(seed, n, alpha: float) -> tf.Tensor:
+    """``n`` Beta(alpha, alpha) draws, stateless, from a seed pair."""
+    g = tf.random.stateless_gamma([2, n], seed=seed, alpha=alpha)
+    return g[0] / (g[0] + g[1])
+
+
+def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, spec: Targets
+              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """A fresh training batch mixed with itself in mirrored order:
+    (images, targets, sample weights)."""
+    augment = spec.augment
+    n = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    u = tf.random.stateless_uniform([n], seed=seeds[0])
+    cut = _choose(u, augment)
+    lam = tf.where(cut, _beta(seeds[1], n, augment.cutmix or 1.0),
+                   _beta(seeds[2], n, augment.mixup or 1.0))
+    centre = tf.random.stateless_uniform([n, 2], seed=seeds[3])
+    labels = tf.cast(labels, tf.int32)
+    mixed, kept = mix(images, tf.reverse(images, [0]), lam, cut, centre)
+    y, w = targets(spec, labels, tf.reverse(labels, [0]), kept)
+    return mixed, y, w
+
+
+@dataclass(frozen=True)
+class ViewMix:
+    """One cached view's mixing draws, per image: the partner, Beta draw, CutMix or not,
+    box centre."""
+
+    partner: np.ndarray
+    lam: np.ndarray
+    cut: np.ndarray
+    centre: np.ndarray
+
+    def rows(self, rows: slice) -> ViewMix:
+        return ViewMix(self.partner[rows], self.lam[rows], self.cut[rows], self.centre[rows])
+
+
+def view_draws(n: int, seed: int, augment: AugmentParams) -> ViewMix:
+    """The mixing of a view of ``n`` images drawn from the view's ``seed`` alone."""
+    rng = np.random.default_rng([seed, 0x313])
+    partner = rng.permutation(n)
+    cut = _choose(tf.constant(rng.random(n, dtype=np.float32)), augment).numpy()
+    lam = np.where(cut, rng.beta(augment.cutmix or 1.0, augment.cutmix or 1.0, n),
+                   rng.beta(augment.mixup or 1.0, augment.mixup or 1.0, n))
+    return ViewMix(partner, lam.astype(np.float32), cut,
+                   rng.random((n, 2), dtype=np.float32))
+
+
+def view_targets(spec: Targets, labels: np.ndarray, draws: ViewMix | None, image_size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The targets and sample weights of a cached view's images (unmixed without draws)."""
+    labels = tf.constant(np.asarray(labels, np.int32))
+    if draws is None:
+        y, w = plain_targets(spec, labels)
+    else:
+        inside = box_mask(draws.lam, tf.constant(draws.centre), image_size, image_size)
+        lam = weight_of_first(draws.lam, tf.constant(draws.cut), inside)
+        y, w = targets(spec, labels, tf.gather(labels, draws.partner), lam)
+    return y.numpy(), w.numpy()
