@@ -7,6 +7,9 @@
 - ``unfreeze predict --model M INPUTS… --out F``: class probabilities of new images.
 - ``unfreeze explain --model M IMAGE… --out grid.png``: Grad-CAM heatmaps of given images.
 - ``unfreeze report``: write reports/index.html from whatever reports exist.
+- ``unfreeze lr-find --phase head|finetune``: the LR range test on the train rows; writes
+  reports/lr_find/<phase>.csv and .png, prints the suggested learning rate and the
+  ``dvc exp run -S`` line to use it (params.yaml is never written).
 - ``unfreeze cache [--prune] [--clear]``: the decoded-image cache's size; prune it to its limit.
 - ``unfreeze release list`` / ``use NAME`` / ``unpin``: the promoted releases and their
   history; point ``production/current`` back (or forward) at one and pin it; unpin.
@@ -14,6 +17,9 @@
 - ``unfreeze worker --pool POOL``: a Prefect worker for fold runs, in this clone.
 - ``unfreeze remote-cv --deployment unfreeze-fold/NAME``: cross-validate with the folds run
   by those workers, artifacts through the DVC remote (docs/scaling.md).
+- ``unfreeze sweep -S PATH=V1,V2 [--space FILE] [--method grid|random|tpe]``: a search over
+  params, each trial a DVC experiment, ranked by a CV (or validation) metric, never by test;
+  resumable, within ``--budget`` (reports/sweep/NAME/ranking.md).
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "check":  # check never imports TensorFlow or Prefect
         quiet_environment()
-    if args.command in ("predict", "explain"):  # the commands that import TensorFlow here
+    if args.command in ("predict", "explain", "lr-find"):  # commands importing TensorFlow
         filter_native_stderr()
     handler = {"check": _check, "retrain": _retrain, "serve": _serve, "report": _report,
                "cache": _cache, "release": _release,
                "predict": _predict, "explain": _explain, "deploy-folds": _scaleout,
-               "worker": _scaleout, "remote-cv": _scaleout}[args.command]
+               "worker": _scaleout, "remote-cv": _scaleout, "lr-find": _lr_find,
+               "sweep": _sweep}[args.command]
     try:
         return handler(args)
     except UnfreezeError as exc:
@@ -68,7 +75,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
     _add_model_commands(sub)
     _add_scaleout_commands(sub)
+    _add_lr_find_command(sub)
+    _add_sweep_command(sub)
     return parser
+
+
+def _add_lr_find_command(sub) -> None:
+    """`lr-find`: the learning-rate range test of one phase."""
+    lr_find = sub.add_parser("lr-find", help="LR range test of a phase on the train rows: "
+                             "suggests <phase>.learning_rate (params.yaml is not changed)")
+    lr_find.add_argument("--phase", required=True, choices=("head", "finetune"))
+    lr_find.add_argument("--params", default="params.yaml")
+    lr_find.add_argument("--splits", default="data/splits.parquet")
+    lr_find.add_argument("--head-dir", default="models/head",
+                         help="the phase-one model (--phase finetune starts from it)")
+    lr_find.add_argument("--out-dir", default="reports/lr_find")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first rate (1e-7)")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last rate (10)")
+    lr_find.add_argument("--steps", type=int, default=100,
+                         help="batches, one per rate (100); stops early when the loss diverges")
+
+
+def _add_sweep_command(sub) -> None:
+    """`sweep`: a search over params, each trial a DVC experiment (unfreeze.ops.sweep)."""
+    sweep = sub.add_parser("sweep", help="search params, each trial a DVC experiment, ranked "
+                           "by a CV (or validation) metric, never by a test metric")
+    sweep.add_argument("-S", "--set-param", dest="set_params", action="append", default=[],
+                       metavar="PATH=VALUES", help="values to try: PATH=V1,V2,... or a range "
+                       "PATH=LOW..HIGH[:log] (repeatable; wins over --space for its path)")
+    sweep.add_argument("--space", metavar="FILE", help="YAML of param paths to lists of "
+                       "values or to ranges {low:, high:, log: true, int: true}")
+    sweep.add_argument("--method", choices=("grid", "random", "tpe"), default="grid",
+                       help="grid (every combination, default), random or tpe (Optuna)")
+    sweep.add_argument("--trials", type=int, default=None,
+                       help="random/tpe: trials in all, earlier runs included (default 10)")
+    sweep.add_argument("--seed", type=int, default=0, help="random/tpe sampler seed")
+    sweep.add_argument("--metric", default=None, help="cv:NAME (default cv:<retrain.metric>, "
+                       "the mean over the CV folds) or val:loss / val:accuracy; a test metric "
+                       "is refused")
+    sweep.add_argument("--budget", default=None, help="wall clock, e.g. 3600, 90m, 2h: no "
+                       "trial starts once spent, or once less than the median trial time is "
+                       "left")
+    sweep.add_argument("--name", default=None, help="the sweep's name (default: sweep-<hash "
+                       "of method, metric, space, seed>); trials are NAME-1, NAME-2, …")
+    sweep.add_argument("--retry-failed", action="store_true",
+                       help="run the trials that failed in an earlier run again")
+    sweep.add_argument("--project", default=".", help="project root (with dvc.yaml)")
 
 
 def _add_model_commands(sub) -> None:
@@ -223,6 +275,20 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_find(args: argparse.Namespace) -> int:
+    """`lr-find`: run the range test, write its CSV and PNG, print the suggestion."""
+    if not 0 < args.start < args.end or args.steps < 6:
+        return _fail(f"lr-find: need 0 < --start < --end and --steps >= 6; got --start "
+                     f"{args.start:g} --end {args.end:g} --steps {args.steps}")
+    from unfreeze.training import lr_find
+
+    for line in lr_find.run(Path(args.params), Path(args.splits), args.phase,
+                            Path(args.head_dir), Path(args.out_dir), args.start, args.end,
+                            args.steps):
+        print(line)
+    return 0
+
+
 def _cache(args: argparse.Namespace) -> int:
     """`cache`: what the decoded-image cache holds, by decoder version and image size."""
     from unfreeze.training.cache import ACTIVATIONS, RECENT, default_cache, parse_size
@@ -277,6 +343,22 @@ def _release(args: argparse.Namespace) -> int:
     for row in promote.read_history(production):
         print(f"  {row['time']}  {row['decision']:<9} {row['release'] or '–':<26} "
               f"{row['reason']}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """`sweep`: check everything given, then run (or resume) the sweep and print its ranking."""
+    import functools
+
+    from unfreeze.config.params import load_params
+    from unfreeze.ops.sweep import run_sweep
+    from unfreeze.ops.sweep_space import SweepSpec, load_space, parse_budget, parse_metric
+
+    project = Path(args.project)
+    metric = parse_metric(args.metric, load_params(project / "params.yaml").retrain.metric)
+    spec = SweepSpec(load_space(args.space, args.set_params), metric, args.method, args.trials,
+                     args.seed, parse_budget(args.budget), args.name, args.retry_failed)
+    run_sweep(project, spec, say=functools.partial(print, flush=True))
     return 0
 
 

@@ -38,3 +38,13 @@ class ScaleOutError(UnfreezeError, RuntimeError):
 
 class ReleaseError(UnfreezeError, ValueError):
     """A release that does not exist or is incomplete; the message lists the ones there are."""
+
+
+class LRFindError(UnfreezeError, RuntimeError):
+    """The LR range test cannot suggest a rate (it diverged at once, or ran too few steps);
+    the message says which bound or step count to change."""
+
+
+class SweepError(UnfreezeError, ValueError):
+    """A sweep that cannot run as asked (search space, metric, budget, its state folder, a
+    trial's DVC experiment); the message names the param, value or file and what to do."""

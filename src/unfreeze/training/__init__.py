@@ -5,6 +5,9 @@ TensorFlow: `unfreeze cache` reads it), the InceptionV3 model and
 unfreezing (``model``), feature caching (``features``) and the on-disk store of the
 activations both phases share (``activations``), the fit loop with dvclive (``fit``),
 per-epoch backups (``backup``), distribution strategies (``distribute``), the precision
-and XLA decisions for the machine at hand (``hardware``), the two phases
-(``recipe``) and model files (``artifacts``). Imports config, io and dataset only.
+and XLA decisions for the machine at hand (``hardware``), learning-rate schedules per
+step (``schedules``), per-variable learning rates on Keras' optimizers (``layerwise``), soft
+targets: label smoothing, MixUp and CutMix (``mixing``), the two phases
+(``recipe``), model files (``artifacts``) and the learning-rate range test of a
+phase (``lr_find``). Imports config, io and dataset only.
 """
