@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -47,6 +48,18 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
             target.mkdir(exist_ok=True)
             Image.fromarray(pixels).save(target / f"{label}_{i:03d}.png")
     return root
+
+
+def one_cycle(step: int, total: int, peak: float, pct: float = 0.25) -> float:
+    """fastai's one cycle, written out: cosine from peak/25 up to peak, then to peak/1e5."""
+    pos = step / total
+
+    def anneal(start, end, x):
+        return start + (1 + math.cos(math.pi * (1 - x))) * (end - start) / 2
+
+    if pos < pct:
+        return anneal(peak / 25, peak, pos / pct)
+    return anneal(peak, peak / 1e5, (pos - pct) / (1 - pct))
 
 
 def splits_for(folder: Path, test_paths=()) -> pa.Table:

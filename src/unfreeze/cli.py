@@ -113,9 +113,9 @@ def _add_sweep_command(sub) -> None:
     sweep.add_argument("--metric", default=None, help="cv:NAME (default cv:<retrain.metric>, "
                        "the mean over the CV folds) or val:loss / val:accuracy; a test metric "
                        "is refused")
-    sweep.add_argument("--budget", default=None, help="wall clock, e.g. 3600, 90m, 2h: no "
-                       "trial starts once spent, or once less than the median trial time is "
-                       "left")
+    sweep.add_argument("--budget", default=None, help="wall clock of this invocation (a "
+                       "resumed sweep gets it again), e.g. 3600, 90m, 2h: no trial starts once "
+                       "spent, or once less than the median trial time is left")
     sweep.add_argument("--name", default=None, help="the sweep's name (default: sweep-<hash "
                        "of method, metric, space, seed>); trials are NAME-1, NAME-2, …")
     sweep.add_argument("--retry-failed", action="store_true",

@@ -466,3 +466,11 @@ def test_a_killed_sweep_resumes_without_running_a_finished_trial_again(swept):
     assert "resuming: 1 done, 1 to run again" in swept["second"]
     assert swept["state"]["trials"][0] == killed[0]  # finished trial untouched
     assert not list((swept["project"] / sweep_dvc.STANDALONE).glob("tmp*"))  # cleared
+
+
+def test_val_loss_cannot_rank_trials_that_change_label_smoothing():
+    space = load_space(None, ["head.label_smoothing=0.0,0.1"])
+    with pytest.raises(SweepError, match=r"val:loss.*head.label_smoothing.*smoothed targets"):
+        SweepSpec(space, Metric("val", "loss"))
+    SweepSpec(space, Metric("val", "accuracy"))  # accuracy does not see the smoothing
+    SweepSpec(space, Metric("cv", "roc_auc"))

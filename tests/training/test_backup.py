@@ -1,12 +1,11 @@
 """Per-phase backups: resume after an interruption, discard a backup of other inputs."""
 
 import json
-import math
 
 import keras
 import numpy as np
 import pytest
-from conftest import splits_for
+from conftest import one_cycle, splits_for
 
 from unfreeze.config.params import AugmentParams, HeadParams, ModelParams, Params
 from unfreeze.dataset.rows import training_rows
@@ -107,18 +106,6 @@ def test_fit_phase_trains_resumes_after_an_interruption_keeps_its_best_epoch_and
     assert sorted(p.name for p in out.parent.iterdir()) == ["meta.json", "model.keras"]
     assert artifacts.read_meta(out.parent)["classes"] == ["cat", "dog"]
     assert not backup.folder.exists()
-
-
-def one_cycle(step: int, total: int, peak: float, pct: float = 0.25) -> float:
-    """fastai's one cycle, written out: cosine from peak/25 up to peak, then to peak/1e5."""
-    pos = step / total
-
-    def anneal(start, end, x):
-        return start + (1 + math.cos(math.pi * (1 - x))) * (end - start) / 2
-
-    if pos < pct:
-        return anneal(peak / 25, peak, pos / pct)
-    return anneal(peak, peak / 1e5, (pos - pct) / (1 - pct))
 
 
 def lr_points(report) -> list[float]:

@@ -40,6 +40,13 @@ def test_each_variable_moves_at_its_own_rate(kind):
     np.testing.assert_allclose(step["low/bias"], -0.025, rtol=1e-4)
 
 
+def test_a_factor_for_a_variable_not_trained_is_refused():
+    model = two_layers()
+    optimizer = layerwise.LayerwiseSGD(0.1, lr_multipliers={"elsewhere/kernel": 0.5})
+    with pytest.raises(ValueError, match=r"elsewhere/kernel"):
+        optimizer.build(model.trainable_variables)
+
+
 def test_the_factors_hold_under_mixed_precision_loss_scaling():
     model = two_layers()
     inner = layerwise.LayerwiseSGD(0.1, lr_multipliers={"low/kernel": 0.5})
@@ -55,6 +62,7 @@ def test_inception_blocks_get_decay_to_the_depth_and_the_head_its_multiplier():
     params = FinetuneParams(unfreeze_from="mixed8", layer_lr_decay=0.5, head_lr_mult=3.0)
     factors = model_lib.layer_multipliers(model, params)
     assert set(factors) == {v.path for v in model.trainable_variables}
+    assert len(factors) == len(model.trainable_variables)  # one factor per variable
     base = model_lib.base_of(model)
     names = [layer.name for layer in base.layers]
 

@@ -114,3 +114,44 @@ def test_mixing_with_one_unaugmented_cached_view_is_refused_naming_the_params():
     with pytest.raises(ParamsError, match=r"augment.mixup"):
         params_from_dict({"augment": {"mixup": -1}})
     assert not mixing.soft(HeadParams(), AugmentParams())
+
+
+def test_a_mixed_view_computed_chunk_by_chunk_matches_its_targets(tmp_path, monkeypatch):
+    """The view pass works in chunks (here 1 batch of 2 images each): every image is mixed
+    with its own partner, and the stored targets weigh each by the area really kept."""
+    monkeypatch.setattr(activations, "CHUNK_BATCHES", 1)
+    monkeypatch.setattr(activations, "VIEW_BATCH", 2)
+    folder = make_image_folder(tmp_path, {"cat": 4, "dog": 4}, size=20)
+    paths = sorted(str(p) for p in folder.glob("*/*.png"))
+    labels = np.array([0] * 4 + [1] * 4)
+    cut_only = AugmentParams(rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0,
+                             horizontal_flip=False, cutmix=1.0)
+    view = activations.views_of(2, cut_only, seed=3)[0]
+    image = keras.Input((16, 16, 3))
+    identity = keras.Model(image, keras.layers.Identity()(image))
+    got = activations.compute(identity, paths, None, 16, view, None)
+    plain = inputs.load_images(paths, 16)
+    draws = mixing.view_draws(8, view.seed, cut_only)
+    from_partner = np.all(got == plain[draws.partner], axis=-1) & np.any(
+        plain != plain[draws.partner], axis=-1)
+    y, _ = mixing.view_targets(mixing.Targets.of(2, None, cut_only), labels, draws, 16)
+    mixed = labels != labels[draws.partner]
+    assert mixed.any()
+    kept = 1 - from_partner.mean(axis=(1, 2))
+    np.testing.assert_allclose(y[mixed, labels[mixed]], kept[mixed], atol=1e-6)
+
+
+def test_fresh_training_batches_carry_soft_targets_and_class_weights(tmp_path):
+    folder = make_image_folder(tmp_path, {"cat": 3, "dog": 3}, size=20)
+    paths = sorted(str(p) for p in folder.glob("*/*.png"))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    plain = mixing.Targets.of(2, {0: 1.0, 1: 2.0}, None)  # label smoothing alone: no mixing
+    images, y, w = next(iter(inputs.make_dataset(paths, labels, 16, 6, targets=plain)))
+    np.testing.assert_allclose(y.numpy(), np.eye(2)[labels])
+    np.testing.assert_allclose(w.numpy(), [1, 1, 1, 2, 2, 2])
+    mixed = mixing.Targets.of(2, {0: 1.0, 1: 2.0}, AugmentParams(mixup=0.4))
+    images, y, w = next(iter(inputs.make_dataset(paths, labels, 16, 6, targets=mixed)))
+    assert images.shape == (6, 16, 16, 3)
+    np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, rtol=1e-6)
+    lam_cat = y.numpy()[:3, 0] * w.numpy()[:3]  # image i (cat) mixed with 5 - i (dog)
+    np.testing.assert_allclose(w.numpy()[:3], lam_cat + 2 * (1 - lam_cat), rtol=1e-5)

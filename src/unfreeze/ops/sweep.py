@@ -32,9 +32,10 @@ Decisions:
   not compared: keep them as they were while a sweep is unfinished).
 - **Failures.** A failed trial is recorded (ranked last, with its error) and the sweep goes
   on; two failures in a row stop it: then the set-up, not the params, is likely at fault.
-- **Budget** (``--budget``): no trial starts once the budget is spent, nor once what is left
-  is less than the median time of the sweep's finished trials; a running trial is never cut
-  short. The ranking is written after every trial and when the sweep stops, however it stops.
+- **Budget** (``--budget``): the wall clock of one invocation (a resumed sweep gets it
+  again). No trial starts once the budget is spent, nor once what is left is less than the
+  median time of the sweep's finished trials; a running trial is never cut short. The
+  ranking is written after every trial and when the sweep stops, however it stops.
 """
 
 from __future__ import annotations

@@ -228,7 +228,11 @@ def read_score(root: Path, ref: str, metric: Metric) -> dict:
     try:
         if metric.kind == "val":
             meta = json.loads(fs.read_text("models/finetune/meta.json"))
-            return {"score": meta.get("training", {}).get(f"best_val_{metric.name}")}
+            score = meta.get("training", {}).get(f"best_val_{metric.name}")
+            if score is None:
+                raise KeyError(f"models/finetune/meta.json has no training.best_val_"
+                               f"{metric.name}")
+            return {"score": score}
         return _cv_score(fs, metric)
     except (OSError, ValueError, KeyError) as exc:
         raise TrialFailed(f"experiment {ref.rsplit('/', 1)[-1]}: cannot read its "

@@ -97,9 +97,17 @@ class SweepSpec:
     name: str | None = None
     retry_failed: bool = False
 
+    def __post_init__(self) -> None:
+        smoothing = [p for p in self.space if p.endswith(".label_smoothing")]
+        if self.metric.label == "val:loss" and smoothing:
+            raise SweepError(f"--metric val:loss cannot compare trials that sweep "
+                             f"{', '.join(smoothing)}: the validation loss is measured against "
+                             "the smoothed targets, so it favours less smoothing whatever the "
+                             "model; score with cv:<metric> or val:accuracy instead")
+
 
 def parse_value(text: str) -> Any:
-    """One value from the command line, read as YAML (with exponent numbers as numbers)."""
+    """One value from the command line, read as params.yaml is read (``1e-5`` a number)."""
     try:
         return read_yaml(text)
     except yaml.YAMLError as exc:

@@ -167,10 +167,23 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     if shuffle:
         ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
 
-    augmenting = augments(augment)
-
     def load(path, *label):
         return (load_one(path, image_size), *label)  # always a tuple, labels or not
+
+    finish = batch_finisher(augment, targets)
+    ds = batched(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), len(sources),
+                 batch_size, replicas)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
+                                            deterministic=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def batch_finisher(augment: AugmentParams | None, targets: mixing.Targets | None):
+    """What a training batch ``(uint8 images[, labels])`` becomes, given its seed pair:
+    float images, warped if ``augment`` warps, labels as they are or soft targets (mixed
+    after the warps when ``targets`` mixes) with their sample weights."""
+    augmenting = augments(augment)
 
     def finish(batch, seed_pair):
         images = tf.cast(batch[0], tf.float32)
@@ -182,12 +195,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
             return (images, *mixing.plain_targets(targets, batch[1]))
         return (images, *batch[1:]) if len(batch) > 1 else images
 
-    ds = batched(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), len(sources),
-                 batch_size, replicas)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
-                                            deterministic=True)
-    return ds.prefetch(AUTOTUNE)
+    return finish
 
 
 def view_draws(n: int, view_seed: int) -> np.ndarray:

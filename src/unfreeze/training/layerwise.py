@@ -23,6 +23,10 @@ class LayerwiseMixin:
 
     def build(self, variables) -> None:
         super().build(variables)
+        unknown = set(self.lr_multipliers) - {v.path for v in variables}
+        if unknown:  # a factor that would silently not apply is a bug, never ignored
+            raise ValueError(f"learning-rate factors for variables this optimizer does not "
+                             f"train: {sorted(unknown)[:5]} ({len(unknown)} in all)")
         self._lr_scales = [self.lr_multipliers.get(v.path, 1.0) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):

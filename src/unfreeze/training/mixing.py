@@ -79,19 +79,33 @@ def plain_targets(spec: Targets, labels) -> tuple[tf.Tensor, tf.Tensor]:
     return targets(spec, labels, labels, tf.ones(tf.shape(labels)[0]))
 
 
-def box_mask(lam: tf.Tensor, centre: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    """CutMix's boxes: ``(n, H, W)`` True inside the box pasted from the partner. The box has
-    sides ``sqrt(1 - lam)`` of the image's, centred at ``centre`` (fractions), clipped."""
+def box_bounds(lam, centre, height: int, width: int) -> tuple[tf.Tensor, ...]:
+    """CutMix's boxes (y0, y1, x0, x1), each ``(n,)``: sides ``sqrt(1 - lam)`` of the
+    image's, centred at ``centre`` (fractions of the height and width), clipped to the image."""
     side = tf.sqrt(1.0 - tf.cast(lam, tf.float32))
+    centre = tf.cast(centre, tf.float32)
     cy, cx = centre[:, 0] * height, centre[:, 1] * width
-    y0 = tf.clip_by_value(tf.round(cy - side * height / 2), 0, height)
-    y1 = tf.clip_by_value(tf.round(cy + side * height / 2), 0, height)
-    x0 = tf.clip_by_value(tf.round(cx - side * width / 2), 0, width)
-    x1 = tf.clip_by_value(tf.round(cx + side * width / 2), 0, width)
+    return (tf.clip_by_value(tf.round(cy - side * height / 2), 0, height),
+            tf.clip_by_value(tf.round(cy + side * height / 2), 0, height),
+            tf.clip_by_value(tf.round(cx - side * width / 2), 0, width),
+            tf.clip_by_value(tf.round(cx + side * width / 2), 0, width))
+
+
+def box_mask(bounds: tuple[tf.Tensor, ...], height: int, width: int) -> tf.Tensor:
+    """``(n, H, W)``: True inside each image's box (:func:`box_bounds`)."""
+    y0, y1, x0, x1 = (b[:, None, None] for b in bounds)
     ys = tf.range(height, dtype=tf.float32)[None, :, None]
     xs = tf.range(width, dtype=tf.float32)[None, None, :]
-    return ((ys >= y0[:, None, None]) & (ys < y1[:, None, None])
-            & (xs >= x0[:, None, None]) & (xs < x1[:, None, None]))
+    return (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+
+
+def weight_of_first(lam, cut, bounds: tuple[tf.Tensor, ...], height: int, width: int
+                    ) -> tf.Tensor:
+    """The weight of the first image of each pair: ``lam`` (MixUp), or the fraction of its
+    area outside the box pasted from the second (CutMix)."""
+    y0, y1, x0, x1 = bounds
+    kept = 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
+    return tf.where(cut, kept, tf.cast(lam, tf.float32))
 
 
 def mix(a: tf.Tensor, b: tf.Tensor, lam: tf.Tensor, cut: tf.Tensor, centre: tf.Tensor
@@ -99,18 +113,12 @@ def mix(a: tf.Tensor, b: tf.Tensor, lam: tf.Tensor, cut: tf.Tensor, centre: tf.T
     """(mixed images, the weight of ``a`` in each): MixUp where ``cut`` is False, CutMix
     where it is True (the weight then is the area of ``a`` kept)."""
     lam = tf.cast(lam, tf.float32)
-    inside = box_mask(lam, centre, a.shape[1], a.shape[2])
-    cutmixed = tf.where(inside[..., None], b, a)
+    height, width = a.shape[1], a.shape[2]
+    bounds = box_bounds(lam, centre, height, width)
+    cutmixed = tf.where(box_mask(bounds, height, width)[..., None], b, a)
     mixedup = lam[:, None, None, None] * a + (1.0 - lam[:, None, None, None]) * b
     return (tf.where(cut[:, None, None, None], cutmixed, mixedup),
-            weight_of_first(lam, cut, inside))
-
-
-def weight_of_first(lam: tf.Tensor, cut: tf.Tensor, inside: tf.Tensor) -> tf.Tensor:
-    """The weight of the first image of each pair: ``lam`` (MixUp), or the fraction of its
-    area outside the pasted box (CutMix)."""
-    kept = 1.0 - tf.reduce_mean(tf.cast(inside, tf.float32), axis=[1, 2])
-    return tf.where(cut, kept, tf.cast(lam, tf.float32))
+            weight_of_first(lam, cut, bounds, height, width))
 
 
 def _choose(u: tf.Tensor, augment: AugmentParams) -> tf.Tensor:
@@ -178,7 +186,8 @@ def view_targets(spec: Targets, labels: np.ndarray, draws: ViewMix | None, image
     if draws is None:
         y, w = plain_targets(spec, labels)
     else:
-        inside = box_mask(draws.lam, tf.constant(draws.centre), image_size, image_size)
-        lam = weight_of_first(draws.lam, tf.constant(draws.cut), inside)
+        bounds = box_bounds(draws.lam, draws.centre, image_size, image_size)
+        lam = weight_of_first(draws.lam, tf.constant(draws.cut), bounds, image_size,
+                              image_size)  # from the boxes' bounds: no (n, H, W) mask
         y, w = targets(spec, labels, tf.gather(labels, draws.partner), lam)
     return y.numpy(), w.numpy()

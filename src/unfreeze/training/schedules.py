@@ -2,8 +2,9 @@
 
 - ``constant``: the classic recipe, ``learning_rate`` at every step (a plain float, so the
   optimizer keeps a settable learning-rate variable and nothing changes for the classic run);
-- ``cosine``: linear warm-up to ``learning_rate`` over ``warmup_epochs``, then cosine decay to
-  0 at the last planned step (MediaPipe Model Maker's warm-up and decay);
+- ``cosine``: linear warm-up over ``warmup_epochs`` (step ``s`` at ``learning_rate * (s + 1) /
+  warmup_steps``, so the first step already trains), then half a cosine from
+  ``learning_rate`` towards 0, which it reaches one step after the last planned step;
 - ``one_cycle``: fastai's ``fit_one_cycle``: cosine warm-up from ``learning_rate / 25`` to
   ``learning_rate`` over ``pct_start`` of the steps, then cosine down to
   ``learning_rate / 1e5`` (fastai's ``combined_cos``; its momentum cycling is not done).
@@ -11,7 +12,9 @@
 A schedule is a function of the optimizer's step counter and of the phase's *planned* steps
 (epochs × steps per epoch, the steps of the global batch under a distribution strategy).
 So a phase resumed from its backup (which restores the optimizer's counter) continues where
-it stopped, and early stopping only ends the curve early, never stretches it.
+it stopped, and early stopping only ends the curve early, never stretches it. Under
+``mixed_float16`` the counter is the applied updates: a step skipped by loss scaling (an
+overflow) does not advance the curve.
 """
 
 from __future__ import annotations
@@ -78,8 +81,9 @@ def for_phase(phase: PhaseParams, steps_per_epoch: int | None
         return float(phase.learning_rate)
     if not steps_per_epoch:
         raise ValueError(f"schedule {phase.schedule!r} needs the steps per epoch")
-    return PhaseSchedule(phase.schedule, phase.learning_rate, phase.epochs * steps_per_epoch,
-                         warmup_steps=round(phase.warmup_epochs * steps_per_epoch),
+    total = phase.epochs * steps_per_epoch
+    warmup = min(round(phase.warmup_epochs * steps_per_epoch), total - 1)  # leave a decay
+    return PhaseSchedule(phase.schedule, phase.learning_rate, total, warmup_steps=warmup,
                          pct_start=phase.pct_start)
 
 
