@@ -25,8 +25,7 @@ from unfreeze.config.errors import DataError, LRFindError
 from unfreeze.config.params import PHASES, Params, PhaseParams, load_params
 from unfreeze.dataset.rows import Rows, TrainingData, load_splits, training_rows
 from unfreeze.io import write_atomic, write_csv
-from unfreeze.training import distribute, fit, hardware, recipe
-from unfreeze.training import model as model_lib
+from unfreeze.training import distribute, fit, recipe
 from unfreeze.training.artifacts import META_FILE, MODEL_FILE, check_classes_match, read_meta
 
 RULES = {"steepest": "steepest descent of the smoothed loss",
@@ -188,11 +187,9 @@ def find_for_phase(params: Params, data: TrainingData, phase: str,
         raise ValueError("the finetune range test (only) needs the phase-one model's path")
     loaded = recipe.load_for_training(params, head_model_path) if head_model_path else None
     with distribute.scope(params.train.strategy):
-        hardware.configure(params.train.xla, params.deterministic)
-        model = phase_model(params, len(data.classes), loaded)
-        settings, n_train = constant_rate(getattr(params, phase)), len(data.train.paths)
-        fit.compile_phase(model, model, settings, params.augment, n_train, "full")
-        plan = fit.plan_phase(model, settings, n_train, params.augment)
+        settings = constant_rate(getattr(params, phase))
+        model = recipe.phase_model(params, phase, data, loaded, settings)
+        plan = fit.plan_phase(model, settings, len(data.train.paths), params.augment)
         distribute.prepare_fit(plan.trainable, model,
                                *([plan.extractor] if plan.extractor is not None else []))
         seed = params.seed if phase == "head" else params.seed + 1
@@ -201,19 +198,6 @@ def find_for_phase(params: Params, data: TrainingData, phase: str,
             model.input_shape[1], seed, 0, params.seed)
         return lr_range_test(plan.trainable, train_in, start_lr, end_lr, steps,
                              class_weight=weights)
-
-
-def phase_model(params: Params, n_classes: int, head_model: keras.Model | None = None
-                ) -> keras.Model:
-    """A new phase-one model, or ``head_model`` unfrozen for phase two, seeded as the
-    recipe seeds each phase (call it in the strategy's scope)."""
-    if head_model is None:
-        recipe.seed_everything(params.seed, params.deterministic)
-        with model_lib.precision(hardware.precision(params.train.precision)):
-            return model_lib.build(params.model, n_classes)
-    recipe.seed_everything(params.seed + 1, params.deterministic)
-    model_lib.unfreeze(head_model, params.finetune.unfreeze_from)
-    return head_model
 
 
 def run(params_path: Path, splits: Path, phase: str, head_dir: Path, out_dir: Path,

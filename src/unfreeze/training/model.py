@@ -121,7 +121,12 @@ def unfreeze(model: keras.Model, unfreeze_from: str | int) -> int:
     base.trainable = True
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= start and not isinstance(layer, layers.BatchNormalization)
-    return sum(1 for layer in base.layers if layer.trainable and layer.weights)
+    return unfrozen_count(model)
+
+
+def unfrozen_count(model: keras.Model) -> int:
+    """The number of base layers that hold trainable weights."""
+    return sum(1 for layer in base_of(model).layers if layer.trainable and layer.weights)
 
 
 def make_optimizer(params: PhaseParams, steps_per_epoch: int | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import keras
 
-from unfreeze.config.params import Params
+from unfreeze.config.params import Params, PhaseParams
 from unfreeze.dataset.rows import TrainingData, load_splits, training_rows
 from unfreeze.training import distribute, hardware
 from unfreeze.training import model as model_lib
@@ -56,11 +56,7 @@ def phase_one(params: Params, data: TrainingData, report_dir: Path,
     Everything runs in the scope of ``train.strategy`` (:mod:`unfreeze.training.distribute`).
     """
     with distribute.scope(params.train.strategy):
-        seed_everything(params.seed, params.deterministic)
-        hardware.configure(params.train.xla, params.deterministic)
-        with model_lib.precision(hardware.precision(params.train.precision)):
-            model = model_lib.build(params.model, len(data.classes))
-        compile_phase(model, model, params.head, params.augment, len(data.train.paths), "full")
+        model = phase_model(params, "head", data)
         summary = fit_phase(model, data, params.head, params.augment, params.model.image_size,
                             params.seed, report_dir, backup,
                             share=shared_pass(params) if then_finetune else None)
@@ -98,16 +94,32 @@ def phase_two(params: Params, model: keras.Model, data: TrainingData, report_dir
     ``model`` comes from :func:`phase_one` or :func:`load_for_training` (the same strategy).
     """
     with distribute.scope(params.train.strategy):
-        seed_everything(params.seed + 1, params.deterministic)
-        hardware.configure(params.train.xla, params.deterministic)
-        n_unfrozen = model_lib.unfreeze(model, params.finetune.unfreeze_from)
-        compile_phase(model, model, params.finetune, params.augment, len(data.train.paths),
-                      "full")
+        model = phase_model(params, "finetune", data, model)
         image_size = model.input_shape[1]
         summary = fit_phase(model, data, params.finetune, params.augment, image_size,
                             params.seed + 1, report_dir, backup, view_seed=params.seed)
-    summary["unfrozen_layers_with_weights"] = n_unfrozen
+    summary["unfrozen_layers_with_weights"] = model_lib.unfrozen_count(model)
     return model, summary
+
+
+def phase_model(params: Params, phase: str, data: TrainingData,
+                model: keras.Model | None = None, settings: PhaseParams | None = None
+                ) -> keras.Model:
+    """The model a phase trains, seeded and compiled for it (call in the strategy's scope):
+    phase one (``head``) a new model built under the precision policy, phase two
+    (``finetune``) ``model`` unfrozen from ``finetune.unfreeze_from``. ``settings``: the
+    phase params to compile with (default the phase's own; the LR finder's differ)."""
+    head = phase == "head"
+    seed_everything(params.seed if head else params.seed + 1, params.deterministic)
+    hardware.configure(params.train.xla, params.deterministic)
+    if head:
+        with model_lib.precision(hardware.precision(params.train.precision)):
+            model = model_lib.build(params.model, len(data.classes))
+    else:
+        model_lib.unfreeze(model, params.finetune.unfreeze_from)
+    compile_phase(model, model, settings or getattr(params, phase), params.augment,
+                  len(data.train.paths), "full")
+    return model
 
 
 def train_head(params: Params, splits: Path, model_dir: Path, report_dir: Path,
