@@ -4,7 +4,7 @@ Runs on every `dvc repro` (``always_changed``) and costs a stat per file: a file
 again only when its size or mtime changed. ``data/source.json`` changes only when the
 content does, so `prepare` and what follows rerun after images are added, removed or
 changed, in a folder inside or outside the project or in the demo package, and never for a
-mere touch.
+mere touch. A label file (``data.source: labels.csv``) is hashed as well, wherever it lies.
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ ARGS = [("--out", "output JSON: files, bytes and the content fingerprint"),
 def run(args: Namespace) -> None:
     from pathlib import Path
 
-    from unfreeze.dataset.sources import fingerprint, resolve_root
-    from unfreeze.io import read_json, write_json
+    from unfreeze.dataset.sources import fingerprint, is_label_file, label_file, resolve_root
+    from unfreeze.io import read_json, sha256_file, write_json
 
-    root = resolve_root(args.params.data.source)
+    data = args.params.data
+    root = resolve_root(data.source, root=data.root)
     hashes = Path(args.hashes)
     kept = read_json(hashes) if hashes.is_file() else {}
     known = kept.get("files") if kept.get("root") == str(root) else None
     summary, table = fingerprint(root, known)
     if table != known:
         write_json(hashes, {"root": str(root), "files": table})
-    write_json(args.out, {"source": args.params.data.source} | summary)
+    if is_label_file(data.source):  # it may lie outside the root it names
+        summary["label_file_sha256"] = sha256_file(label_file(data.source))
+    write_json(args.out, {"source": data.source, "root": data.root} | summary)
     print(f"source: {summary['files']} files, {summary['bytes']} bytes, "
           f"fingerprint {summary['fingerprint'][:12]}")
 

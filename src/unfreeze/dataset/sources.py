@@ -1,7 +1,8 @@
 """Data sources: where the images of a ``data.source`` live and which files are candidates.
 
-A source is either the ELPV demo (``elpv``, from the installed ``elpv-dataset`` package) or a
-folder of class subfolders::
+A source is the ELPV demo (``elpv``, from the installed ``elpv-dataset`` package), a label
+file (``.csv``/``.parquet``, :mod:`unfreeze.dataset.labelfile`) or a folder of class
+subfolders::
 
     root/<class>/<image>                 group = null
     root/<class>/<group>/.../<image>     group = first subfolder under the class (patient, device)
@@ -43,8 +44,9 @@ class Candidate:
     problem: str = ""  # a reason to reject found while listing (e.g. a non-UTF-8 name)
 
 
-def resolve_root(source: str, cwd: str | Path = ".") -> Path:
-    """Return the folder that manifest paths are relative to, for a ``data.source`` value."""
+def resolve_root(source: str, cwd: str | Path = ".", root: str | None = None) -> Path:
+    """Return the folder that manifest paths are relative to, for a ``data.source`` value
+    (and ``data.root``, for a label file: default, the label file's folder)."""
     if source == ELPV:
         try:
             import elpv_dataset
@@ -54,13 +56,34 @@ def resolve_root(source: str, cwd: str | Path = ".") -> Path:
                 "run `pip install -e .[demo]` (or `pip install elpv-dataset`)"
             ) from None
         return Path(elpv_dataset.__file__).resolve().parent / "data"
-    root = (Path(cwd) / source).resolve()
-    if not root.is_dir():
+    if is_label_file(source):
+        file = label_file(source, cwd)
+        folder = (Path(cwd) / root).resolve() if root is not None else file.parent
+        if not folder.is_dir():
+            raise DataError(f"data.root: folder {root!r} does not exist (resolved to {folder}); "
+                            "give the folder the label file's paths are relative to, or null")
+        return folder
+    folder = (Path(cwd) / source).resolve()
+    if not folder.is_dir():
         raise DataError(
-            f"data.source: folder {source!r} does not exist (resolved to {root}); "
-            "give `elpv` or a path to a folder of class subfolders"
+            f"data.source: folder {source!r} does not exist (resolved to {folder}); give `elpv`,"
+            " a path to a folder of class subfolders, or a .csv / .parquet label file"
         )
-    return root
+    return folder
+
+
+def is_label_file(source: str) -> bool:
+    """Whether ``data.source`` names a label file (``.csv`` or ``.parquet``)."""
+    return source.lower().endswith((".csv", ".parquet"))
+
+
+def label_file(source: str, cwd: str | Path = ".") -> Path:
+    """The label file ``source`` names, resolved; a missing one is a :class:`DataError`."""
+    file = (Path(cwd) / source).resolve()
+    if not file.is_file():
+        raise DataError(f"data.source: label file {source!r} does not exist (resolved to "
+                        f"{file}); give a .csv / .parquet file with one row per image")
+    return file
 
 
 def elpv_candidates(root: Path, labels: str) -> list[Candidate]:
@@ -68,6 +91,9 @@ def elpv_candidates(root: Path, labels: str) -> list[Candidate]:
 
     ``binary``: ``defective`` when the defect probability is > 0.5, else ``functional``.
     ``four_class``: one class per probability 0, 1/3, 2/3, 1 (``p0``, ``p33``, ``p67``, ``p100``).
+    ``multilabel``: two labels per cell, ``defect`` (probability >= 1/3: any annotator doubt
+    counts) and ``mono`` (a monocrystalline cell; polycrystalline cells lack it). The second
+    label is a real property of each cell, not a defect.
     """
     out = []
     for line in (root / "labels.csv").read_text(encoding="utf-8").splitlines():
@@ -75,11 +101,15 @@ def elpv_candidates(root: Path, labels: str) -> list[Candidate]:
             continue
         rel, prob_text, module_type = line.split()
         prob = float(prob_text)
+        extra: tuple[tuple[str, object], ...] = (
+            ("defect_probability", prob), ("module_type", module_type))
         if labels == "binary":
             label = "defective" if prob > 0.5 else "functional"
-        else:
+        elif labels == "four_class":
             label = f"p{round(prob * 100):d}"
-        extra = (("defect_probability", prob), ("module_type", module_type))
+        else:
+            names = ["defect"] * (prob >= 1 / 3 - 1e-9) + ["mono"] * (module_type == "mono")
+            label, extra = ";".join(names), (*extra, ("labels", names))
         out.append(Candidate(path=rel, label=label, extra=extra))
     return out
 
