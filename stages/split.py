@@ -1,4 +1,5 @@
-"""DVC stage `split`: stratified (optionally grouped) train / val / test split."""
+"""DVC stage `split`: stratified (optionally grouped) train / val / test split (multi-label:
+iterative stratification; labels too rare for the fractions are warned about in the report)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ def run(args: Namespace) -> None:
     params = args.params
     manifest = read_parquet(args.manifest)
     table = split_table(ok_rows(manifest), params.split, params.seed)
-    write_parquet(args.splits, table.replace_schema_metadata(manifest.schema.metadata))
-    summary = summarize_splits(table)
+    table = table.replace_schema_metadata(manifest.schema.metadata)
+    write_parquet(args.splits, table)
+    summary = summarize_splits(table, params.split)
     write_json(args.report, summary)
     print("split: " + ", ".join(f"{k}={v['n']}" for k, v in summary["splits"].items()))
+    for warning in summary.get("warnings", []):
+        print(f"split: warning: {warning}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Folds are drawn from the non-test pool (train + val of the splits table), stratified by label
 and grouped by the splits' ``group`` column (``split.group_by`` values, or the content hash), so
 a group or two copies of one image never straddle a fold boundary. The test split is dropped
-before anything else happens.
+before anything else happens. Multi-label tables are folded by iterative stratification over
+groups (:mod:`unfreeze.dataset.multisplit`), every label in every fold and inner val slice.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 from sklearn.model_selection import StratifiedGroupKFold
 
 from unfreeze.config.errors import DataError
+from unfreeze.dataset.multisplit import assign_label_folds, carve_labels, multilabel, table_matrix
 from unfreeze.dataset.splits import carve
 
 
@@ -47,6 +49,10 @@ def assign_folds(pool: pa.Table, folds: int, seed: int, grouped: bool) -> np.nda
     """Fold id (0 … folds-1) for every pool row: stratified by label, groups kept whole."""
     labels = pool["label"].to_pylist()
     groups = pool["group"].to_pylist()
+    if multilabel(pool):
+        y, classes = table_matrix(pool)
+        return assign_label_folds(y, np.asarray(groups, dtype=object), folds, seed, classes,
+                                  grouped)
     check_fold_sizes(labels, groups, folds, grouped)
     out = np.full(len(labels), -1, dtype=np.int32)
     sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -69,9 +75,14 @@ def fold_parts(table: pa.Table, k: int, val_fraction: float, seed: int
     fold = np.asarray(table["fold"].to_pylist())
     held = table.take(np.flatnonzero(fold == k))
     rest = table.take(np.flatnonzero(fold != k))
-    labels = np.asarray(rest["label"].to_pylist(), dtype=object)
     groups = np.asarray(rest["group"].to_pylist(), dtype=object)
-    train_idx, val_idx = carve(labels, groups, val_fraction, seed + k)
+    if multilabel(rest):
+        y, classes = table_matrix(rest)
+        train_idx, val_idx = carve_labels(y, groups, val_fraction, seed + k, classes=classes,
+                                          setting=f"cv.val={val_fraction} (fold {k})")
+    else:
+        labels = np.asarray(rest["label"].to_pylist(), dtype=object)
+        train_idx, val_idx = carve(labels, groups, val_fraction, seed + k)
     return rest.take(train_idx), rest.take(val_idx), held
 
 

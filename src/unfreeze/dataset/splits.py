@@ -2,7 +2,8 @@
 
 The test split is carved out first, then validation from what remains. Rows are grouped so
 that a group never spans two splits: by ``split.group_by`` when set, otherwise by content hash
-(identical files always land in the same split). Deterministic for a given seed.
+(identical files always land in the same split). Deterministic for a given seed. Multi-label
+tables are split by iterative stratification (:mod:`unfreeze.dataset.multisplit`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import SplitParams
+from unfreeze.dataset.multisplit import (
+    assign_label_splits,
+    multilabel,
+    rare_label_warnings,
+    table_matrix,
+)
 
 SPLITS = ("train", "val", "test")
 NO_FOLD = -1
@@ -95,25 +102,36 @@ def assign_splits(labels: list[str], groups: np.ndarray, params: SplitParams, se
 
 
 def split_table(manifest_ok: pa.Table, params: SplitParams, seed: int) -> pa.Table:
-    """The splits table: path, label, sha256, group id, split and the reserved ``fold`` column.
+    """The splits table: path, label, sha256, group id, split and the reserved ``fold`` column
+    (multi-label: also ``labels``, and the manifest's metadata, which names the vocabulary).
 
     sha256 is kept so that a changed image content changes this file, and DVC reruns training.
     """
     labels = manifest_ok["label"].to_pylist()
     groups = group_ids(manifest_ok, params.group_by)
-    splits = assign_splits(labels, groups, params, seed)
-    return pa.table({
+    if multilabel(manifest_ok):
+        y, classes = table_matrix(manifest_ok)
+        splits = assign_label_splits(y, groups, params, seed, classes)
+        extra = {"labels": manifest_ok["labels"].cast(pa.list_(pa.string()))}
+    else:
+        splits, extra = assign_splits(labels, groups, params, seed), {}
+    table = pa.table({
         "path": manifest_ok["path"],
         "label": manifest_ok["label"],
+        **extra,
         "sha256": manifest_ok["sha256"],
         "group": pa.array(groups.tolist(), pa.string()),
         "split": pa.array(splits, pa.string()),
         "fold": pa.array([NO_FOLD] * len(labels), pa.int32()),
     })
+    return table.replace_schema_metadata(manifest_ok.schema.metadata) if extra else table
 
 
-def summarize_splits(table: pa.Table) -> dict:
-    """Counts per split and class, and the fraction of images in each split."""
+def summarize_splits(table: pa.Table, params: SplitParams | None = None) -> dict:
+    """Counts per split and class, and the fraction of images in each split (multi-label:
+    positives per label and split, warnings on labels too rare for the fractions)."""
+    if multilabel(table):
+        return summarize_label_splits(table, params)
     rows = list(zip(table["split"].to_pylist(), table["label"].to_pylist(), strict=True))
     total = len(rows)
     out: dict = {"n_images": total, "splits": {}}
@@ -122,6 +140,33 @@ def summarize_splits(table: pa.Table) -> dict:
         n = sum(counts.values())
         out["splits"][name] = {"n": n, "fraction": round(n / total, 4) if total else 0.0,
                                "classes": dict(sorted(counts.items()))}
+    return out
+
+
+def summarize_label_splits(table: pa.Table, params: SplitParams | None = None) -> dict:
+    """Multi-label split report: per split its size, positives per label and label-free
+    images; the stratification used; a warning per label too rare for the fractions (the
+    ``params`` fractions, else the observed ones)."""
+    y, classes = table_matrix(table)
+    split = np.asarray(table["split"].to_pylist(), dtype=object)
+    total, groups = len(split), table["group"].to_pylist()
+    out: dict = {"n_images": total, "stratification": "iterative" if len(set(groups)) == total
+                 else "iterative, grouped (approximate)",
+                 "labels": dict(zip(classes, y.sum(axis=0).astype(int).tolist(), strict=True)),
+                 "warnings": [], "splits": {}}
+    for name in SPLITS:
+        part = y[split == name]
+        out["splits"][name] = {
+            "n": len(part), "fraction": round(len(part) / total, 4) if total else 0.0,
+            "labels": dict(zip(classes, part.sum(axis=0).astype(int).tolist(), strict=True)),
+            "no_label": int((~part.any(axis=1)).sum())}
+    if params is not None:
+        smallest = min(params.test, params.val, 1.0 - params.test - params.val)
+        fractions = f"split.test={params.test} and split.val={params.val}"
+    else:
+        smallest = min(s["fraction"] for s in out["splits"].values())
+        fractions = "the split fractions"
+    out["warnings"] = rare_label_warnings(out["labels"], smallest, fractions)
     return out
 
 
