@@ -14,10 +14,11 @@ def run(args: Namespace) -> None:
     from unfreeze.dataset.scan import scan
     from unfreeze.io import write_json, write_parquet
 
-    table, report = scan(args.params.data)
+    table, report = scan(args.params.data, task=args.params.task)
     write_parquet(args.manifest, table)
     write_json(args.report, report)
-    print(f"prepare: {report['n_ok']} usable images in {len(report['classes'])} classes "
+    kind = "labels" if args.params.task == "multilabel" else "classes"
+    print(f"prepare: {report['n_ok']} usable images, {len(report['classes'])} {kind} "
           f"{report['classes']}; {report['n_rejected']} rejected, {report['n_ignored']} ignored")
 
 

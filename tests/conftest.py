@@ -50,6 +50,38 @@ def make_image_folder(root: Path, per_class: dict[str, int], size: int = 40,
     return root
 
 
+def make_multilabel_images(root: Path, n: int = 48, size: int = 40, seed: int = 0,
+                           group_size: int = 0) -> list[dict]:
+    """Write ``n`` noisy PNGs under ``root/images/`` whose labels are colours: ``red`` adds
+    red, ``blue`` adds blue (independent, about half each, so about a quarter have no label);
+    return the label-file rows (path, labels joined by ``;``, and a ``patient`` column with
+    ``group_size``)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        labels = [name for name, on in (("blue", i % 2), ("red", (i // 2) % 2)) if on]
+        colour = np.array([60 + 150 * ("red" in labels), 60, 60 + 150 * ("blue" in labels)])
+        pixels = (rng.normal(0, 25, (size, size, 3)) + colour).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"img_{i:03d}.png")
+        row = {"path": f"images/img_{i:03d}.png", "label": ";".join(labels)}
+        if group_size:
+            row["patient"] = f"p{i // group_size:02d}"
+        rows.append(row)
+    return rows
+
+
+def write_label_csv(path: Path, rows: list[dict]) -> Path:
+    """Write label-file rows as CSV (header from the first row's keys)."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def one_cycle(step: int, total: int, peak: float, pct: float = 0.25) -> float:
     """fastai's one cycle, written out: cosine from peak/25 up to peak, then to peak/1e5."""
     pos = step / total
@@ -118,14 +150,18 @@ def set_params(project: Path, **changes: dict) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in changes.items():
-        params[section].update(values)
+        if isinstance(values, dict):
+            params[section].update(values)
+        else:  # a top-level value (`task`, `seed`)
+            params[section] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_project(dest: Path, params: dict, per_class: dict[str, int], group_size: int = 0
-                 ) -> Path:
+def make_project(dest: Path, params: dict, per_class: dict[str, int] | None,
+                 group_size: int = 0, label_rows: int = 0) -> Path:
     """A committed git + DVC copy of this project (code, both dvc.yaml, params) with tiny
-    images."""
+    images: class folders (``per_class``, and a broken file), or ``label_rows`` multi-label
+    images with their label file, ``data/labels.csv`` (:func:`make_multilabel_images`)."""
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "data").mkdir()
     for name in ("dvc.yaml", "data/dvc.yaml", "params.yaml", ".gitignore"):
@@ -133,8 +169,12 @@ def make_project(dest: Path, params: dict, per_class: dict[str, int], group_size
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, dest / folder,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    make_image_folder(dest / "data/images", per_class, size=48, group_size=group_size)
-    (dest / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
+    if per_class:
+        make_image_folder(dest / "data/images", per_class, size=48, group_size=group_size)
+        (dest / "data/images/cat/broken.jpg").write_bytes(b"not a jpeg")
+    if label_rows:
+        write_label_csv(dest / "data/labels.csv", make_multilabel_images(
+            dest / "data", label_rows, size=48, group_size=group_size))
     run_in(dest, "git", "init", "-q")
     run_in(dest, sys.executable, "-m", "dvc", "init", "-q")
     for name in (".dvc/config", ".dvcignore"):

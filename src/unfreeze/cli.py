@@ -143,6 +143,8 @@ def _add_model_commands(sub) -> None:
     explain.add_argument("--out", required=True, help="output PNG")
     explain.add_argument("--tta", choices=("none", "hflip", "flips"), default=None,
                          help="test-time augmentation (default: as stored with the model)")
+    explain.add_argument("--label", default=None, help="multi-label models: the label to "
+                         "explain (default: each image's most probable label)")
     report = sub.add_parser("report", help="write the HTML report of this working copy")
     report.add_argument("--reports", default="reports", help="folder of the stage reports")
     report.add_argument("--out", default="reports/index.html")
@@ -265,7 +267,7 @@ def _explain(args: argparse.Namespace) -> int:
     files = pred.expand_inputs(args.images)
     saved = pred.load_saved(args.model)
     _note_no_operating_point(saved, args.model)
-    written, errors, named = pred.explain_files(saved, files, out, args.tta)
+    written, errors, named = pred.explain_files(saved, files, out, args.tta, args.label)
     for file, error, name in zip(files, errors, named, strict=True):
         if error:
             print(f"skipped {file}: {error}", file=sys.stderr)
@@ -390,7 +392,7 @@ def _check(args: argparse.Namespace) -> int:
     from unfreeze.dataset.sources import resolve_root
 
     params = load_params(args.params)
-    root = resolve_root(params.data.source)
+    root = resolve_root(params.data.source, root=params.data.root)
     print(json.dumps({"params": asdict(params), "data_root": str(root)}, indent=2))
     return 0
 

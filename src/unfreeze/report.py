@@ -4,12 +4,13 @@ No network and no scripts: figures are PNGs embedded as ``data:`` URIs, styles a
 Sections: data, training curves of both phases, test metrics (operating point, every TTA ×
 threshold setting), confusion matrix, ROC/PR, calibration, Grad-CAM, cross-validation (when
 its report exists) and export parity. A missing input leaves its section with a note saying
-which stage writes it.
+which stage writes it. A multi-label run (``task: multilabel`` in its reports) gets positives
+per label instead of images per class, and a per-label test table with each label's own
+threshold and temperature.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 from dataclasses import dataclass
@@ -19,6 +20,17 @@ from unfreeze.config.params import METRIC_NAMES
 from unfreeze.evaluation.caveats import caveats
 from unfreeze.evaluation.plots import pyplot, save_figure
 from unfreeze.io import read_json, write_atomic
+from unfreeze.report_tables import (
+    MEANING,
+    image_tag,
+    label_counts,
+    label_details,
+    label_split_table,
+    missing,
+    per_label,
+    table,
+    with_interval,
+)
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-top:.6em}
@@ -45,34 +57,6 @@ class ReportInputs:
 def inputs_under(reports: Path) -> ReportInputs:
     """The stages' report folders under one ``reports`` folder."""
     return ReportInputs(*(reports / name for name in ReportInputs.__dataclass_fields__))
-
-
-def image_tag(path: Path, alt: str) -> str:
-    """An <img> with the PNG inlined, or a note naming the missing file."""
-    if not path.is_file():
-        return missing(f"{path} not found")
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def missing(text: str) -> str:
-    """A note, in the page, that an input is missing and which stage writes it."""
-    return f'<p class="missing">{html.escape(text)}</p>'
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    """An HTML table; floats shown with 4 decimals, None as a dash."""
-    def cell(value) -> str:
-        if value is None:
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
-        return html.escape(str(value))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def read_series(plots_dir: Path) -> dict[str, list[float]]:
@@ -134,7 +118,8 @@ def plot_rates(path: Path, phases: dict[str, list[float]]) -> Path | None:
 
 
 def data_section(inputs: ReportInputs) -> str:
-    """Images found, usable, rejected; the split's counts per class."""
+    """Images found, usable, rejected; the split's counts per class (multi-label: positives
+    per label, images with no label, the stratification and its warnings)."""
     out = ["<h2>Data</h2>"]
     data_file, split_file = inputs.prepare / "data.json", inputs.split / "split.json"
     if data_file.is_file():
@@ -142,17 +127,23 @@ def data_section(inputs: ReportInputs) -> str:
         out.append(table(["images", "usable", "rejected", "ignored"],
                          [[data["n_candidates"], data["n_ok"], data["n_rejected"],
                            data["n_ignored"]]]))
+        if data.get("task") == "multilabel":
+            out.append(label_counts(data))
     else:
         out.append(missing(f"{data_file} not found (stage prepare)"))
-    if split_file.is_file():
-        splits = read_json(split_file)["splits"]
+    if not split_file.is_file():
+        out.append(missing(f"{split_file} not found (stage split)"))
+        return "\n".join(out)
+    split = read_json(split_file)
+    splits = split["splits"]
+    if any("labels" in s for s in splits.values()):
+        out.append(label_split_table(split))
+    else:
         classes = sorted({c for s in splits.values() for c in s["classes"]})
         out.append(table(["split", "images", "fraction", *classes],
                          [[name, s["n"], s["fraction"], *(s["classes"].get(c, 0)
                                                           for c in classes)]
                           for name, s in splits.items()]))
-    else:
-        out.append(missing(f"{split_file} not found (stage split)"))
     return "\n".join(out)
 
 
@@ -187,44 +178,49 @@ def test_section(inputs: ReportInputs) -> str:
     if not (folder / "metrics.json").is_file():
         return "<h2>Test set</h2>" + missing(f"{folder}/metrics.json not found (stage evaluate)")
     m = read_json(folder / "metrics.json")
-    point = (f"<p>{m['n_test']} test images. Operating point fitted on {m.get('n_val')} "
-             f"validation images: threshold {_number(m.get('threshold'))} "
-             f"(rule {html.escape(str(m.get('threshold_rule')))}), temperature "
-             f"{m.get('temperature', 1.0):.3f}, test-time augmentation "
-             f"{html.escape(str(m.get('tta')))}. Expected calibration error "
-             f"{m.get('ece_uncalibrated', 0):.4f} before, {m.get('ece', 0):.4f} after.</p>")
+    multilabel = m.get("task") == "multilabel"
     compare = m.get("compare", {})
-    rows = [[name, *(_with_interval(v.get(k), (v.get("ci95") or {}).get(k))
+    rows = [[name, *(with_interval(v.get(k), (v.get("ci95") or {}).get(k))
                      for k in METRIC_KEYS)] for name, v in compare.items()]
     per_class = [[c, v["precision"], v["recall"], v["f1"], v["support"]]
                  for c, v in m.get("per_class", {}).items()]
     figures = "".join(image_tag(folder / f"{name}.png", name)
                       for name in ("confusion", "roc", "pr", "reliability"))
     return "\n".join([
-        "<h2>Test set</h2>", point, interval_table(m),
-        table(["setting", *METRIC_KEYS], rows) if rows else "",
+        "<h2>Test set</h2>", operating_point(m), *([MEANING] if multilabel else []),
+        interval_table(m), table(["setting", *METRIC_KEYS], rows) if rows else "",
+        label_details(m) if multilabel else
         table(["class", "precision", "recall", "f1", "support"], per_class),
         f'<div class="figs">{figures}</div>',
         "<h2>Grad-CAM</h2>", image_tag(folder / "gradcam.png", "Grad-CAM grid")])
+
+
+def operating_point(m: dict) -> str:
+    """The sentence saying how the test decisions were made (multi-label: per label)."""
+    rule = html.escape(str(m.get("threshold_rule")))
+    if m.get("task") == "multilabel":
+        decide = (f"per-label thresholds {per_label(m.get('thresholds'), 4)} (rule {rule}), "
+                  f"per-label temperatures {per_label(m.get('temperatures'), 3)}")
+    else:
+        decide = (f"threshold {_number(m.get('threshold'))} (rule {rule}), temperature "
+                  f"{m.get('temperature', 1.0):.3f}")
+    return (f"<p>{m['n_test']} test images. Operating point fitted on {m.get('n_val')} "
+            f"validation images: {decide}, test-time augmentation "
+            f"{html.escape(str(m.get('tta')))}. Expected calibration error "
+            f"{m.get('ece_uncalibrated', 0):.4f} before, {m.get('ece', 0):.4f} after.</p>")
 
 
 def interval_table(m: dict) -> str:
     """Each headline test metric at the operating point with its bootstrap 95% interval."""
     ci = m.get("ci95") or {}
     boot = m.get("bootstrap") or {}
-    note = (f"95% interval: {boot['resamples']} class-stratified bootstrap resamples of the "
+    strata = "label-set" if m.get("task") == "multilabel" else "class"
+    note = (f"95% interval: {boot['resamples']} {strata}-stratified bootstrap resamples of the "
             "test images" if boot else "no intervals in this metrics.json (evaluate.bootstrap: "
             "0, or written before 0.2)")
     rows = [[name, m.get(name), *((ci.get(name) or {}).get(k) for k in ("low", "high"))]
             for name in METRIC_NAMES]
     return table(["metric", "test", "95% CI low", "95% CI high"], rows) + f"<p>{note}</p>"
-
-
-def _with_interval(value, ci: dict | None):
-    """A value, or "value [low, high]" when it has an interval."""
-    if value is None or not ci:
-        return value
-    return f"{value:.4f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def _number(value) -> str:
@@ -242,9 +238,11 @@ def cv_section(inputs: ReportInputs) -> str:
             for name, v in cv["metrics"].items()]
     figures = "".join(image_tag(folder / f"{n}.png", f"cv {n}") for n in ("folds", "roc"))
     point = cv.get("operating_point") or {}
+    per_label = any("thresholds" in p for p in point.get("per_fold") or [])
     said = (f"<p>Estimates {html.escape(cv.get('estimates', 'the procedure of cv.phases'))}. "
             f"Each fold at its own operating point, fitted on its inner validation slice "
-            f"(threshold rule {html.escape(str(point.get('threshold_rule')))}, calibration "
+            f"({'per-label thresholds by ' if per_label else 'threshold '}rule "
+            f"{html.escape(str(point.get('threshold_rule')))}, calibration "
             f"{html.escape(str(point.get('calibration')))}, test-time augmentation "
             f"{html.escape(str(point.get('tta')))}), as the test set's is on validation.</p>"
             if point else "")

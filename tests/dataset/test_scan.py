@@ -141,7 +141,7 @@ def test_elpv_records_check_real_files():
     records = scan_lib.check_all(root, cands, progress=False)
     assert all(r.status == "ok" and (r.width, r.height, r.mode) == (300, 300, "L")
                for r in records)
-    table = scan_lib.manifest_table(cands, records, "elpv")
+    table = scan_lib.manifest_table(cands, records, DataParams())
     assert {"module_type", "defect_probability"} <= set(table.column_names)
 
 

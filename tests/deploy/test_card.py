@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from test_report_multilabel import multilabel_reports
+
 from unfreeze.config.params import ModelParams, Params
 from unfreeze.deploy import card
 
@@ -62,3 +64,53 @@ def test_limitations_are_derived_from_the_facts(tmp_path):
     assert said[0].startswith("trained from random initial weights")
     assert any("names one class for every one of its 16 test images" in s for s in said)
     assert any("few test images in class(es) {'cat': 5, 'dog': 5}" in s for s in said)
+
+
+def multilabel_facts(tmp_path) -> tuple[dict, dict]:
+    """A two-label run's facts (reports computed as the stages compute them) and its point."""
+    _, point = multilabel_reports(tmp_path / "reports")
+    (tmp_path / "source.json").write_text(json.dumps({"fingerprint": "cd" * 32, "files": 41,
+                                                      "source": "data/labels.csv"}))
+    params = replace(Params(), model=ModelParams(weights="imagenet"))
+    return card.gather(tmp_path / "reports", tmp_path / "source.json", params), point
+
+
+def test_a_multilabel_card_names_its_labels_and_each_labels_threshold(tmp_path):
+    facts, point = multilabel_facts(tmp_path)
+    text = card.render(facts, point, {"thresholds": point["thresholds"]})
+    test, split = facts["test"], facts["split"]["splits"]
+    assert text.startswith("# Model card: multi-label: defect, mono\n")
+    train, val, tst = (split[s]["labels"]["mono"] for s in ("train", "val", "test"))
+    assert f"| mono | {train} | {val} | {tst} | 4 |" in text
+    assert ("| (no label) | " + " | ".join(str(split[s]["no_label"]) for s in
+                                           ("train", "val", "test"))
+            + f" | {facts['data']['no_label']} |") in text
+    assert "accuracy = subset accuracy (exact label set)" in text
+    d, t = test["per_label"]["defect"], test["thresholds"]["defect"]
+    ci = test["ci95"]["per_label"]["defect"]["roc_auc"]
+    assert (f"| defect | {d['support']} | {d['precision']:.4f} | {d['recall']:.4f} | "
+            f"{d['f1']:.4f} | {d['roc_auc']:.4f} | {ci['low']:.4f} – {ci['high']:.4f} | "
+            f"{d['average_precision']:.4f} | {t:.4f} | "
+            f"{test['temperatures']['defect']:.4f} |") in text
+    assert "| 0.5000 (fallback) | 1.0000 |" in text
+    assert f"subset accuracy {test['subset_accuracy']:.4f}, Hamming loss" in text
+    assert f"mAP {test['map']:.4f}." in text and "label-set-stratified bootstrap" in text
+    assert (f"`defect` temperature {point['temperatures'][0]:.4f}, threshold {t:.4f}; `mono` "
+            "temperature 1.0000, threshold 0.5000 (fallback: no positive image in validation)"
+            ) in text
+    assert "on `None`" not in text and "| class |" not in text
+
+
+def test_multilabel_limitations_name_fallbacks_and_labels_with_few_test_images(tmp_path):
+    facts, _ = multilabel_facts(tmp_path)
+    said = card.limitations(facts)
+    test = facts["split"]["splits"]["test"]
+    assert any(s.startswith("label(s) mono keep the fallback threshold") and
+               "mono at 0.5: no positive image in validation" in s for s in said)
+    assert f"few positive test images for label(s) {test['labels']}" in " ".join(said)
+    negatives = {c: test["n"] - k for c, k in test["labels"].items()}
+    assert f"few negative test images for label(s) {negatives}" in " ".join(said)
+    assert any("label 'mono' has 4 image(s), too rare" in s for s in said)  # split warning
+    facts["split"]["splits"]["test"] = {"n": 100, "labels": {"defect": 40, "mono": 50}}
+    facts["split"]["warnings"], facts["test"]["threshold_fallbacks"] = [], {}
+    assert card.limitations(facts) == ["none found in this run's reports"]

@@ -30,20 +30,49 @@ METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "r
                 "average_precision")
 
 
+LABEL_FILE_SUFFIXES = (".csv", ".parquet")
+TASKS = ("multiclass", "multilabel")
+
+
 @dataclass(frozen=True)
 class DataParams:
-    """Where the images come from. ``source`` is ``elpv`` (demo package) or a folder path."""
+    """Where the images come from: ``elpv`` (demo package), a folder of class subfolders, or a
+    label file (``.csv`` / ``.parquet``: one row per image, a path and a label column)."""
 
     source: str = "elpv"
-    elpv_labels: Literal["binary", "four_class"] = "binary"
+    elpv_labels: Literal["binary", "four_class", "multilabel"] = "binary"
     on_bad_file: Literal["skip", "fail"] = "skip"
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header, undecoded
+    root: str | None = None  # label files: the folder paths are relative to (null: the file's)
+    path_column: str = "path"  # label files: the column holding each image's path
+    label_column: str = "label"  # label files: the class (multilabel: separator-joined labels)
+    label_separator: str = ";"  # multilabel label column: `crack;finger`, empty = no label
+    multilabel_columns: tuple[str, ...] | None = None  # multilabel: one 0/1 column per label
 
     def __post_init__(self) -> None:
         if not self.source.strip():
-            fail("data.source", self.source, "`elpv` or a path to a folder of class subfolders")
+            fail("data.source", self.source, "`elpv`, a path to a folder of class subfolders, "
+                 "or a .csv / .parquet label file")
         if self.max_pixels < 75 * 75:
             fail("data.max_pixels", self.max_pixels, "an integer >= 5625 (75×75)")
+        for key in ("path_column", "label_column", "label_separator"):
+            if not getattr(self, key):
+                fail(f"data.{key}", getattr(self, key), "a non-empty string")
+        if self.multilabel_columns is not None and (
+                not self.multilabel_columns
+                or len(set(self.multilabel_columns)) != len(self.multilabel_columns)):
+            fail("data.multilabel_columns", list(self.multilabel_columns),
+                 "null or a list of distinct column names (one 0/1 column per label)")
+        if (self.root is not None or self.multilabel_columns is not None) and not (
+                self.is_label_file):
+            key = "root" if self.root is not None else "multilabel_columns"
+            fail(f"data.{key}", getattr(self, key), "null unless data.source is a "
+                 f"{' / '.join(LABEL_FILE_SUFFIXES)} label file (got source {self.source!r})")
+
+    @property
+    def is_label_file(self) -> bool:
+        """Whether ``source`` names a label file rather than the demo or a folder."""
+        return self.source.lower().endswith(LABEL_FILE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -244,6 +273,7 @@ class EvaluateParams:
     tta: Literal["none", "hflip", "flips"] = "none"  # test-time augmentation (mean of views)
     calibration: Literal["none", "temperature"] = "temperature"  # fitted on validation
     gradcam: int = 2  # Grad-CAM images per (class, correct / misclassified) cell; 0 = none
+    gradcam_label: str | None = None  # multilabel: the label to explain; null = every label
     bootstrap: int = 1000  # resamples of the test images for each metric's 95% CI; 0 = none
 
     def __post_init__(self) -> None:
@@ -252,6 +282,8 @@ class EvaluateParams:
         parse_threshold(self.threshold)
         if not 0 <= self.gradcam <= MAX_GRADCAM:
             fail("evaluate.gradcam", self.gradcam, f"an integer in 0 … {MAX_GRADCAM}")
+        if self.gradcam_label is not None and not self.gradcam_label.strip():
+            fail("evaluate.gradcam_label", self.gradcam_label, "null or a label name")
         if self.bootstrap != 0 and not MIN_RESAMPLES <= self.bootstrap <= MAX_RESAMPLES:
             fail("evaluate.bootstrap", self.bootstrap,
                  f"0 (no intervals) or an integer from {MIN_RESAMPLES} to {MAX_RESAMPLES}")
@@ -348,6 +380,7 @@ class Params:
 
     seed: int = 42
     deterministic: bool = False  # TensorFlow op determinism: exact repeats, slower
+    task: Literal["multiclass", "multilabel"] = "multiclass"  # one class per image, or a set
     data: DataParams = field(default_factory=DataParams)
     split: SplitParams = field(default_factory=SplitParams)
     model: ModelParams = field(default_factory=ModelParams)
@@ -370,9 +403,26 @@ class Params:
                      "unaugmented images, which MixUp/CutMix cannot change without fixing "
                      "one mixed pair per image for every epoch; or set "
                      f"{' and '.join(m + ': 0' for m in mixing)}")
+        self._check_task()
         if self.deterministic and self.train.xla is True:
             fail("train.xla", self.train.xla, "`auto` or false with `deterministic: true` "
                   "(XLA kernels are not covered by TensorFlow's op determinism)")
+
+
+    def _check_task(self) -> None:
+        data, multilabel = self.data, self.task == "multilabel"
+        if data.multilabel_columns is not None and not multilabel:
+            fail("data.multilabel_columns", list(data.multilabel_columns),
+                 "null with task: multiclass (set task: multilabel for one 0/1 column per label)")
+        if data.source == "elpv" and multilabel != (data.elpv_labels == "multilabel"):
+            fail("data.elpv_labels", data.elpv_labels, "`multilabel` with task: multilabel, and "
+                 "binary or four_class with task: multiclass (set both together)")
+        if not multilabel and self.evaluate.gradcam_label is not None:
+            fail("evaluate.gradcam_label", self.evaluate.gradcam_label, "null with task: "
+                 "multiclass (Grad-CAM explains each image's predicted class)")
+        if multilabel and self.evaluate.positive_class is not None:
+            fail("evaluate.positive_class", self.evaluate.positive_class, "null with task: "
+                 "multilabel (every label is scored as its own positive class)")
 
 
 def params_from_dict(raw: dict[str, Any] | None) -> Params:

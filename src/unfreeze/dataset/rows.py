@@ -7,7 +7,8 @@ rows before any path is resolved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from unfreeze.dataset.sources import resolve_root
 
 @dataclass(frozen=True)
 class Rows:
-    """Absolute image paths, integer labels and content hashes (decoded-cache keys)."""
+    """Absolute image paths, labels (integers; multi-label: an (n, L) multi-hot matrix) and
+    content hashes (decoded-cache keys)."""
 
     paths: list[str]
     labels: np.ndarray
@@ -63,15 +65,37 @@ def load_splits(path: str | Path, cwd: str | Path = ".") -> tuple[pa.Table, Path
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    source = (table.schema.metadata or {}).get(b"source", b"").decode()
+    meta = table.schema.metadata or {}
+    source = meta.get(b"source", b"").decode()
     if not source:
         raise DataError(f"{path}: no data source recorded in its metadata; rerun `dvc repro split`")
-    return table, resolve_root(source, cwd), source
+    root = meta[b"root"].decode() if b"root" in meta else None
+    return table, resolve_root(source, cwd, root), source
+
+
+def is_multilabel(table: pa.Table) -> bool:
+    """Whether a manifest, splits or folds table is of a multi-label task (its metadata)."""
+    return (table.schema.metadata or {}).get(b"task", b"") == b"multilabel"
 
 
 def class_names(table: pa.Table) -> list[str]:
-    """The classes of a table, sorted: the model's output order."""
+    """The classes (multi-label: the label vocabulary) of a table, sorted: the model's output
+    order. A multi-label table records its vocabulary in its metadata (labels may be absent
+    from a part of it)."""
+    stored = (table.schema.metadata or {}).get(b"classes")
+    if stored:
+        return list(json.loads(stored))
     return sorted(set(table["label"].to_pylist()))
+
+
+def label_matrix(labels: Sequence[Sequence[str]], classes: list[str]) -> np.ndarray:
+    """Multi-hot (n, len(classes)) float32 targets of multi-label rows' label lists."""
+    index = {name: i for i, name in enumerate(classes)}
+    out = np.zeros((len(labels), len(classes)), np.float32)
+    for row, names in enumerate(labels):
+        for name in names:
+            out[row, index[name]] = 1.0
+    return out
 
 
 def training_labels(table: pa.Table) -> list[str]:
@@ -81,10 +105,15 @@ def training_labels(table: pa.Table) -> list[str]:
 
 
 def rows_of(table: pa.Table, root: Path, classes: list[str]) -> Rows:
-    """Paths (checked to lie under ``root``), label indices into ``classes`` and sha256 keys."""
-    index = {name: i for i, name in enumerate(classes)}
+    """Paths (checked to lie under ``root``), label indices into ``classes`` (multi-label: the
+    multi-hot matrix) and sha256 keys."""
     paths = list(iter_paths(root, table["path"].to_pylist()))
-    labels = np.asarray([index[label] for label in table["label"].to_pylist()], dtype=np.int32)
+    if "labels" in table.column_names:
+        labels = label_matrix(table["labels"].to_pylist(), classes)
+    else:
+        index = {name: i for i, name in enumerate(classes)}
+        labels = np.asarray([index[label] for label in table["label"].to_pylist()],
+                            dtype=np.int32)
     keys = table["sha256"].to_pylist() if "sha256" in table.column_names else None
     return Rows(paths, labels, keys)
 

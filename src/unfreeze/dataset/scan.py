@@ -10,12 +10,15 @@ every candidate is checked (rules documented in the README):
   decoded (decompression bombs);
 - EXIF orientation is ignored: pixels are used as stored, in training and prediction alike,
   and the manifest's ``note`` says so; an animated GIF contributes its first frame (noted);
-- the same content (sha256) under two classes stops the stage with the list of conflicts.
+- the same content (sha256) under two classes (multi-label: two label sets) stops the stage
+  with the list of conflicts;
+- multi-label: every label needs at least 3 usable images; an image may have no label.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -27,11 +30,13 @@ from PIL import Image
 
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import MAX_PIXELS, DataParams
+from unfreeze.dataset.labelfile import label_file_candidates
 from unfreeze.dataset.sources import (
     ELPV,
     Candidate,
     elpv_candidates,
     folder_candidates,
+    label_file,
     resolve_root,
 )
 
@@ -156,20 +161,35 @@ def check_all(root: Path, candidates: list[Candidate], progress: bool = True,
     return [check_image(root, c, max_pixels) for c in iterator]
 
 
-def manifest_table(candidates: list[Candidate], records: list[Record], source: str) -> pa.Table:
-    """Assemble the manifest: checked columns plus any extra columns the source provides."""
+def manifest_table(candidates: list[Candidate], records: list[Record], params: DataParams,
+                   classes: list[str] | None = None) -> pa.Table:
+    """Assemble the manifest: checked columns plus any extra columns the source provides.
+
+    Metadata: ``source`` (and ``root``, when set) for the later stages to find the images;
+    multi-label: ``task`` and ``classes``, the label vocabulary (model output order)."""
     rows = [asdict(r) for r in records]
     for row, cand in zip(rows, candidates, strict=True):
         row.update(dict(cand.extra))
     table = pa.Table.from_pylist(rows)
-    return table.replace_schema_metadata({b"source": source.encode()})
+    meta = {b"source": params.source.encode()}
+    if params.root is not None:
+        meta[b"root"] = params.root.encode()
+    if classes is not None:
+        index = table.schema.get_field_index("labels")
+        table = table.set_column(index, "labels", table["labels"].cast(pa.list_(pa.string())))
+        meta |= {b"task": b"multilabel", b"classes": json.dumps(classes).encode()}
+    return table.replace_schema_metadata(meta)
 
 
-def summarize(records: list[Record], ignored: list[dict[str, str]]) -> dict:
-    """The data report: counts per class, rejected files with reasons, ignored entries."""
+def summarize(records: list[Record], ignored: list[dict[str, str]],
+              candidates: list[Candidate] | None = None) -> dict:
+    """The data report: counts per class, rejected files with reasons (and label-file row
+    numbers), ignored entries."""
     ok = [r for r in records if r.status == "ok"]
-    rejected = [{"path": r.path, "label": r.label, "reason": r.reason}
-                for r in records if r.status != "ok"]
+    rows = [dict(c.extra).get("row") for c in candidates] if candidates else [None] * len(records)
+    rejected = [{"path": r.path, "label": r.label, "reason": r.reason} | (
+                {"row": row} if row is not None else {})
+                for r, row in zip(records, rows, strict=True) if r.status != "ok"]
     return {
         "n_candidates": len(records),
         "n_ok": len(ok),
@@ -180,6 +200,15 @@ def summarize(records: list[Record], ignored: list[dict[str, str]]) -> dict:
         "notes": [{"path": r.path, "note": r.note} for r in ok if r.note],
         "ignored": ignored,
     }
+
+
+def label_counts(candidates: list[Candidate], records: list[Record]) -> dict[str, int]:
+    """Multi-label: usable images per label (an image counts once for each of its labels)."""
+    counts: Counter[str] = Counter()
+    for cand, rec in zip(candidates, records, strict=True):
+        if rec.status == "ok":
+            counts.update(dict(cand.extra)["labels"])
+    return dict(sorted(counts.items()))
 
 
 def check_label_conflicts(records: list[Record]) -> None:
@@ -203,26 +232,53 @@ def check_classes(counts: dict[str, int], minimum: int = 3) -> None:
             f"need at least 2 classes with usable images, found {len(counts)}: "
             f"{counts or 'none'}; each class is a subfolder of data.source"
         )
+    check_minimum(counts, minimum, "class", "small classes")
+
+
+def check_labels(counts: dict[str, int], no_label: int, minimum: int = 3) -> None:
+    """Multi-label: stop when no label is left or a label has fewer than ``minimum`` images."""
+    if not counts:
+        raise DataError(f"multilabel task without any label: all {no_label} usable image(s) "
+                        "have none; check data.label_column / data.multilabel_columns")
+    check_minimum(counts, minimum, "label", "rare labels")
+
+
+def check_minimum(counts: dict[str, int], minimum: int, kind: str, plural: str) -> None:
+    """Stop when a class (or label) has fewer than ``minimum`` usable images."""
     small = {k: v for k, v in counts.items() if v < minimum}
     if small:
         name, n = next(iter(small.items()))
         raise DataError(
-            f"class {name!r} has {n} usable image(s); every class needs at least {minimum} "
-            f"(one each for train, val and test); small classes: {small}"
+            f"{kind} {name!r} has {n} usable image(s); every {kind} needs at least {minimum} "
+            f"(one each for train, val and test); {plural}: {small}"
+            + (" — drop or merge them" if kind == "label" else "")
         )
 
 
-def scan(params: DataParams, cwd: str | Path = ".", progress: bool = True
-         ) -> tuple[pa.Table, dict]:
-    """Scan ``params.source``: return the manifest table and the data report."""
-    root = resolve_root(params.source, cwd)
+def list_candidates(params: DataParams, root: Path, cwd: str | Path, multilabel: bool
+                    ) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """The source's candidates and ignored entries (demo, label file or class folders)."""
     if params.source == ELPV:
-        candidates, ignored = elpv_candidates(root, params.elpv_labels), []
-    else:
-        candidates, ignored = folder_candidates(root)
+        return elpv_candidates(root, params.elpv_labels), []
+    if params.is_label_file:
+        file = label_file(params.source, cwd)
+        return label_file_candidates(file, root, params, multilabel), []
+    if multilabel:
+        raise DataError(f"task: multilabel needs a label file as data.source (got the folder "
+                        f"{params.source!r}: class folders hold one class per image); see the "
+                        "README, 'Multi-label'")
+    return folder_candidates(root)
+
+
+def scan(params: DataParams, cwd: str | Path = ".", progress: bool = True,
+         task: str = "multiclass") -> tuple[pa.Table, dict]:
+    """Scan ``params.source``: return the manifest table and the data report."""
+    multilabel = task == "multilabel"
+    root = resolve_root(params.source, cwd, params.root)
+    candidates, ignored = list_candidates(params, root, cwd, multilabel)
     records = check_all(root, candidates, progress, params.max_pixels)
     check_label_conflicts(records)
-    report = summarize(records, ignored)
+    report = summarize(records, ignored, candidates)
     report["source"] = params.source
     if params.on_bad_file == "fail" and report["rejected"]:
         first = report["rejected"][0]
@@ -230,5 +286,11 @@ def scan(params: DataParams, cwd: str | Path = ".", progress: bool = True
             f"{report['n_rejected']} bad file(s) and data.on_bad_file is `fail`; first: "
             f"{first['path']}: {first['reason']} (set data.on_bad_file: skip to skip and report)"
         )
-    check_classes(report["classes"])
-    return manifest_table(candidates, records, params.source), report
+    if not multilabel:
+        check_classes(report["classes"])
+        return manifest_table(candidates, records, params), report
+    counts = label_counts(candidates, records)
+    report |= {"task": "multilabel", "label_sets": report["classes"], "classes": counts,
+               "no_label": report["classes"].get("", 0)}
+    check_labels(counts, report["n_ok"])
+    return manifest_table(candidates, records, params, sorted(counts)), report

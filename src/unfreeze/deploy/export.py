@@ -3,12 +3,14 @@
 ``<out>/`` after a successful export::
 
     model.keras          the Keras model without optimizer state (``unfreeze predict``)
-    meta.json            classes, image size, operating point (threshold, temperature, TTA)
+    meta.json            classes, image size, operating point (threshold, temperature, TTA;
+                         multi-label: one threshold and temperature per label)
     labels.txt           one class name per line, in output order
     MODEL_CARD.md        data, recipe, test metrics with intervals, CV, operating point,
                          parity and limitations, from the run's reports (``card``)
     saved_model/         TensorFlow SavedModel, signature ``serving_default``:      (savedmodel)
                          uint8 images (n, S, S, 3), raw 0–255 RGB → ``probabilities`` (n, C)
+                         (multi-label: C independent per-label probabilities)
     model.tflite         float TFLite model, same signature                        (tflite)
     model_quant.tflite   dynamic-range quantised TFLite model (int8 weights)       (quantize)
 
@@ -31,7 +33,7 @@ import numpy as np
 from unfreeze.config.errors import ExportError
 from unfreeze.config.params import ExportParams
 from unfreeze.deploy.card import CARD_FILE, render
-from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
+from unfreeze.evaluation.calibrate import CLIP, OperatingPoint, calibrate_probs, decide_classes
 from unfreeze.evaluation.inference import evaluation_rows
 from unfreeze.io import read_json, temp_dir, write_json
 from unfreeze.training.artifacts import META_FILE, MODEL_FILE, load_model, read_meta
@@ -40,28 +42,36 @@ from unfreeze.training.inputs import load_images
 SIGNATURE = "serving_default"
 
 
-def serving_function(model, image_size: int, temperature: float):
-    """uint8 images → calibrated probabilities, as a function with a fixed input signature."""
+def serving_function(model, image_size: int, point: OperatingPoint):
+    """uint8 images → calibrated probabilities, as a function with a fixed input signature
+    (multi-label: each label's sigmoid at its own temperature)."""
     import tensorflow as tf
+
+    temperature = point.temperature
+    labels_t = np.asarray(point.temperatures or [1.0], np.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.uint8,
                                                 name="images")])
     def serve(images):
         probs = tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
-        if temperature != 1.0:
+        if point.multilabel and (labels_t != 1.0).any():
+            p = tf.clip_by_value(probs, CLIP, 1.0 - CLIP)
+            scaled = tf.sigmoid((tf.math.log(p) - tf.math.log1p(-p)) / labels_t)
+            probs = tf.where(tf.constant(labels_t == 1.0), probs, scaled)
+        elif temperature != 1.0:
             probs = tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-12)) / temperature)
         return {"probabilities": probs}
 
     return serve
 
 
-def write_savedmodel(model, folder: Path, image_size: int, temperature: float) -> None:
+def write_savedmodel(model, folder: Path, image_size: int, point: OperatingPoint) -> None:
     """A SavedModel whose ``serving_default`` takes raw uint8 images (Keras ExportArchive)."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE, serving_function(model, image_size, temperature))
+    archive.add_endpoint(SIGNATURE, serving_function(model, image_size, point))
     archive.write_out(str(folder), verbose=False)
 
 
@@ -99,7 +109,8 @@ def run_tflite(content: bytes, images: np.ndarray, batch_size: int) -> np.ndarra
 
 def parity(reference: np.ndarray, other: np.ndarray, y_true: np.ndarray,
            point: OperatingPoint) -> tuple[float, float]:
-    """(max |probability difference|, accuracy drop) of ``other`` against ``reference``."""
+    """(max |probability difference|, accuracy drop) of ``other`` against ``reference``
+    (multi-label: the accuracy of each (image, label) decision)."""
     diff = float(np.abs(reference.astype(np.float64) - other).max()) if len(other) else 0.0
     accuracy = [float(np.mean(decide_classes(p, point) == y_true)) if len(y_true) else 0.0
                 for p in (reference, other)]
@@ -137,10 +148,10 @@ def export_model(params: ExportParams, model_dir: Path, operating_point: Path,
                              for i in range(0, len(test.paths), batch_size)] or
                             [np.zeros((0, image_size, image_size, 3), np.float32)])
     images = images.astype(np.uint8)  # decoded images are whole numbers: exact
-    reference = apply_temperature(np.concatenate(
+    reference = calibrate_probs(np.concatenate(
         [model.predict_on_batch(images[i:i + batch_size].astype(np.float32))
          for i in range(0, len(images), batch_size)] or [np.zeros((0, len(point.classes)))]),
-        point.temperature)
+        point)
     tmp = temp_dir(out_dir.parent, prefix=f".{out_dir.name}.")
     try:
         metrics = write_formats(params, model, tmp, images, reference, test.labels, point,
@@ -172,8 +183,10 @@ def write_formats(params: ExportParams, model, folder: Path, images: np.ndarray,
     image_size = model.input_shape[1]
     metrics: dict = {"n_test": len(images), "temperature": point.temperature,
                      "threshold": point.threshold}
+    if point.multilabel:
+        metrics |= {"thresholds": point.thresholds, "temperatures": point.temperatures}
     if params.savedmodel:
-        write_savedmodel(model, folder / "saved_model", image_size, point.temperature)
+        write_savedmodel(model, folder / "saved_model", image_size, point)
         metrics["savedmodel_max_abs_diff"], _ = parity(
             reference, run_savedmodel(folder / "saved_model", images, batch_size), y_true, point)
     variants = [("tflite", "model.tflite", False)] if params.tflite else []

@@ -23,12 +23,18 @@ import pyarrow as pa
 from unfreeze.config.errors import PredictError
 from unfreeze.config.params import MAX_PIXELS
 from unfreeze.dataset.scan import ACCEPTED_FORMATS, header_problem
-from unfreeze.evaluation.calibrate import OperatingPoint, apply_temperature, decide_classes
+from unfreeze.evaluation.calibrate import (
+    OperatingPoint,
+    calibrate_probs,
+    decide_classes,
+    decide_labels,
+)
 from unfreeze.evaluation.gradcam import gradcam, plot_grid
 from unfreeze.evaluation.inference import predict_image_views
 from unfreeze.io import read_json, write_csv, write_parquet
 from unfreeze.training.artifacts import META_FILE, MODEL_FILE, load_model
 from unfreeze.training.inputs import decode_files
+from unfreeze.training.model import is_multilabel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TABLE_SUFFIXES = (".parquet", ".csv")  # what `predict --out` may write
@@ -42,7 +48,21 @@ class SavedModel:
     model: object
     classes: list[str]
     image_size: int
-    point: OperatingPoint | None  # None: arg-max, no temperature, no TTA
+    point: OperatingPoint | None  # None: arg-max (multi-label: 0.5), no temperature, no TTA
+    multilabel: bool = False  # one sigmoid per label: a set of labels per image
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """Decisions at the stored operating point: class indices, or multi-label (n, L)
+        0/1 at the per-label thresholds (0.5 each without a point)."""
+        if self.multilabel and (self.point is None or not self.point.multilabel):
+            return decide_labels(probs, 0.5)
+        return decide_classes(probs, self.point)
+
+    def named(self, decision: np.ndarray) -> str:
+        """One image's decision as text: its class, or its labels joined by ``;``."""
+        if self.multilabel:
+            return ";".join(c for c, on in zip(self.classes, decision, strict=True) if on)
+        return self.classes[int(decision)]
 
 
 def load_saved(path: str | Path) -> SavedModel:
@@ -69,7 +89,7 @@ def load_saved(path: str | Path) -> SavedModel:
         model = load_model(file)
     except ValueError as exc:  # another format, or code in the file (safe_mode refuses it)
         raise PredictError(f"--model {path}: {exc}") from None
-    return SavedModel(model, classes, image_size, point)
+    return SavedModel(model, classes, image_size, point, is_multilabel(model))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -119,12 +139,13 @@ def calibrated(saved: SavedModel, images: np.ndarray, batch_size: int = 32,
     point = saved.point
     views = predict_image_views(saved.model, images, batch_size,
                                 tta or (point.tta if point else "none"))
-    return apply_temperature(np.mean(views, axis=0), point.temperature if point else 1.0)
+    return calibrate_probs(np.mean(views, axis=0), point)
 
 
 def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
                   tta: str | None = None, progress: bool = True) -> pa.Table:
-    """One row per file: path, predicted label, one probability per class, error."""
+    """One row per file: path, predicted label (multi-label: the decided labels joined by
+    ``;``, "" for none), one probability per class, error."""
     probs = np.full((len(files), len(saved.classes)), np.nan, np.float32)
     errors = [""] * len(files)
     chunk = max(batch_size * 8, 1)  # decoded images held at once; the progress bar's step
@@ -139,8 +160,8 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
     good = [i for i, error in enumerate(errors) if not error]
     predicted: list[str | None] = [None] * len(files)
     if good:
-        for i, k in zip(good, decide_classes(probs[good], saved.point), strict=True):
-            predicted[i] = saved.classes[k]
+        for i, decision in zip(good, saved.decide(probs[good]), strict=True):
+            predicted[i] = saved.named(decision)
     columns = {"path": [str(f) for f in files], "predicted": predicted}
     for j, name in enumerate(saved.classes):
         columns[f"prob_{name}"] = pa.array(
@@ -149,11 +170,13 @@ def predict_files(saved: SavedModel, files: list[Path], batch_size: int = 32,
     return pa.table(columns)
 
 
-def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | None = None
-                  ) -> tuple[Path, list[str], list[str | None]]:
+def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | None = None,
+                  label: str | None = None) -> tuple[Path, list[str], list[str | None]]:
     """Grad-CAM grid of the usable ``files``, each for the class ``predict`` names (same
-    loading, TTA, temperature and threshold); titles give it and its probability. Returns
-    the grid, per file "" or why it was skipped, and per file the class named (or None)."""
+    loading, TTA, temperature and threshold); titles give it and its probability. A
+    multi-label model explains ``label`` (default: each image's most probable label) and
+    names the decided labels. Returns the grid, per file "" or why it was skipped, and per
+    file what predict names (or None)."""
     images, errors = decode_inputs(files, saved.image_size)
     good = [i for i, error in enumerate(errors) if not error]
     if not good:
@@ -161,14 +184,36 @@ def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | No
         raise PredictError(f"no readable image to explain ({reasons}); images: "
                            + ", ".join(ACCEPTED_FORMATS))
     probs = calibrated(saved, images, tta=tta)
-    chosen = decide_classes(probs, saved.point)
+    decisions = saved.decide(probs)
+    chosen = _explained(saved, probs, decisions, label)
     heat, _ = gradcam(saved.model, images.astype(np.float32), chosen)
-    titles = [f"{files[i].name[:24]}\n{saved.classes[k]} ({probs[row, k]:.2f})"
+    titles = [f"{files[i].name[:24]}\n{_title(saved, decisions[row], k)} ({probs[row, k]:.2f})"
               for row, (i, k) in enumerate(zip(good, chosen, strict=True))]
     named: list[str | None] = [None] * len(files)
-    for i, k in zip(good, chosen, strict=True):
-        named[i] = saved.classes[k]
+    for row, i in enumerate(good):
+        named[i] = saved.named(decisions[row])
     return plot_grid(out, images.astype(np.float32), heat, titles), errors, named
+
+
+def _explained(saved: SavedModel, probs: np.ndarray, decisions: np.ndarray,
+               label: str | None) -> np.ndarray:
+    """The output each image's heatmap explains: the decided class; multi-label, ``label``
+    or the most probable label."""
+    if label is not None:
+        if not saved.multilabel or label not in saved.classes:
+            raise PredictError(f"--label {label!r}: " + (
+                f"not one of the model's labels ({', '.join(saved.classes)})"
+                if saved.multilabel else "only for multi-label models (this one decides "
+                "one class per image: the heatmap explains it)"))
+        return np.full(len(probs), saved.classes.index(label))
+    return probs.argmax(axis=1) if saved.multilabel else decisions
+
+
+def _title(saved: SavedModel, decision: np.ndarray, k: int) -> str:
+    """Tile title: the class; multi-label, the explained label and whether it was decided."""
+    if not saved.multilabel:
+        return saved.classes[k]
+    return f"{saved.classes[k]}: {'yes' if decision[k] else 'no'}"
 
 
 def _progress(chunks: range, total: int, chunk: int, enabled: bool):

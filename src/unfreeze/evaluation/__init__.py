@@ -5,5 +5,6 @@ on the same images (``compare``), the warnings shown before any number (``caveat
 predictions in row order with test-time augmentation (``inference``), the operating point and
 calibration fitted on validation (``calibrate``), the test report (``evaluate``), Grad-CAM
 (``gradcam``), one cross-validation fold (``cv``) and the CV report (``cv_report``), PNG
-figures (``plots``). Imports training, dataset, io and config.
+figures (``plots``); metrics, operating point, intervals and tables of multi-label tasks,
+label by label (``multilabel``). Imports training, dataset, io and config.
 """

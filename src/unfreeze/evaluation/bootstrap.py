@@ -1,9 +1,10 @@
 """Uncertainty of test numbers: class-stratified bootstrap intervals over the test images.
 
-A resample draws, within each true class, as many images as the class has, with
-replacement: every resample keeps the class counts, so ROC-AUC and balanced accuracy stay
-defined and comparable. The interval is the 2.5th and 97.5th percentile of the metric over the
-resamples (percentile bootstrap). Seeded: the same predictions give the same interval.
+A resample draws, within each true class (multi-label: each label set), as many images as the
+class has, with replacement: every resample keeps the class counts, so ROC-AUC and balanced
+accuracy stay defined and comparable. The interval is the 2.5th and 97.5th percentile of the
+metric over the resamples (percentile bootstrap). Seeded: the same predictions give the same
+interval.
 Pure functions of labels and probabilities.
 """
 
@@ -20,9 +21,13 @@ LEVEL = 0.95
 
 
 def stratified_resamples(y_true: np.ndarray, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """``resamples`` index arrays, each drawing every class's own size from that class."""
+    """``resamples`` index arrays, each drawing every class's own size from that class.
+    Multi-label ``y_true`` (n, L): the strata are the label sets (each distinct row), so
+    every resample keeps every label's count."""
     rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
+    strata = (np.unique(y_true, axis=0, return_inverse=True)[1].reshape(-1)
+              if y_true.ndim == 2 else y_true)
+    by_class = [np.flatnonzero(strata == c) for c in np.unique(strata)]
     for _ in range(resamples):
         yield np.concatenate([rng.choice(rows, size=len(rows), replace=True)
                               for rows in by_class])
@@ -43,6 +48,10 @@ def metric_intervals(y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray,
                      ) -> dict[str, dict[str, float] | None]:
     """95 % interval of each headline metric (``METRIC_NAMES``) of these test predictions,
     with the decisions ``y_pred`` kept per image (the operating point is not refitted)."""
+    if y_true.ndim == 2:  # multi-label: images resampled unstratified, per-label intervals too
+        from unfreeze.evaluation.multilabel import multilabel_intervals
+
+        return multilabel_intervals(y_true, probs, y_pred, classes, resamples, seed)
     draws: dict[str, list[float | None]] = {name: [] for name in METRIC_NAMES}
     if not len(y_true):  # nothing to resample: no interval
         return {name: None for name in METRIC_NAMES}

@@ -24,6 +24,7 @@ from unfreeze.config.params import parse_threshold
 
 ECE_BINS = 15
 EPS = 1e-12
+CLIP = 1e-7  # multi-label: probabilities clipped to [CLIP, 1 - CLIP] before the logit
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class OperatingPoint:
     threshold_rule: str
     temperature: float
     tta: str
+    # multi-label tasks: one threshold and one temperature per label (classes order); the
+    # labels whose threshold fell back to 0.5 (validation could not support the rule), why
+    thresholds: list[float] | None = None
+    temperatures: list[float] | None = None
+    fallbacks: dict[str, str] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether this point decides each label on its own (sigmoid outputs)."""
+        return self.thresholds is not None
 
     def as_dict(self) -> dict:
         """As stored in operating_point.json and an exported meta.json."""
@@ -44,7 +55,7 @@ class OperatingPoint:
     @classmethod
     def from_dict(cls, data: dict) -> OperatingPoint:
         """From a stored dict (extra keys, such as image_size, are ignored)."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -55,6 +66,33 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)
     return (scaled / scaled.sum(axis=1, keepdims=True)).astype(probs.dtype)
+
+
+def apply_label_temperature(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Multi-label: ``sigmoid(logit(p) / T_l)`` column by column; a label with T = 1 keeps
+    its values."""
+    t = np.asarray(temperatures, dtype=np.float64)
+    scaled = 1.0 / (1.0 + np.exp(-_logit(probs) / t))
+    return np.where(t == 1.0, probs, scaled).astype(probs.dtype)
+
+
+def _logit(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), CLIP, 1.0 - CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def decide_labels(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(n, L) 0/1 decisions: label l is predicted when its probability is >= thresholds[l]."""
+    return (probs >= np.asarray(thresholds)).astype(int)
+
+
+def calibrate_probs(probs: np.ndarray, point: OperatingPoint | None) -> np.ndarray:
+    """``probs`` at ``point``'s temperature(s); unchanged without a point."""
+    if point is None:
+        return probs
+    if point.multilabel:
+        return apply_label_temperature(probs, np.asarray(point.temperatures))
+    return apply_temperature(probs, point.temperature)
 
 
 def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -108,7 +146,10 @@ def choose_threshold(is_positive: np.ndarray, scores: np.ndarray, spec: float | 
 def decide_classes(probs: np.ndarray, point: OperatingPoint | None = None,
                    threshold: float | None = None) -> np.ndarray:
     """Predicted class indices: ``point``'s binary threshold (or ``threshold`` instead),
-    else the arg-max."""
+    else the arg-max. Multi-label: (n, L) 0/1 decisions at ``point``'s per-label thresholds
+    (or ``threshold`` for every label)."""
+    if point is not None and point.multilabel:
+        return decide_labels(probs, point.thresholds if threshold is None else threshold)
     if point is None or point.positive_class is None or probs.shape[1] != 2:
         return probs.argmax(axis=1)
     value = point.threshold if threshold is None else threshold
@@ -121,7 +162,10 @@ def decide_classes(probs: np.ndarray, point: OperatingPoint | None = None,
 def fit_operating_point(y_val: np.ndarray, val_probs: np.ndarray, classes: list[str],
                         positive: int | None, threshold: float | str, calibration: str,
                         tta: str) -> OperatingPoint:
-    """Temperature (``calibration: temperature``), then the threshold on calibrated scores."""
+    """Temperature (``calibration: temperature``), then the threshold on calibrated scores.
+    Multi-label (``y_val`` multi-hot): both per label (:func:`fit_label_point`)."""
+    if y_val.ndim == 2:
+        return fit_label_point(y_val, val_probs, classes, threshold, calibration, tta)
     temperature = fit_temperature(y_val, val_probs) if calibration == "temperature" else 1.0
     calibrated = apply_temperature(val_probs, temperature)
     if len(classes) != 2 or positive is None:
@@ -140,19 +184,39 @@ def at_operating_point(y_val: np.ndarray, val_probs: np.ndarray, probs: np.ndarr
     the same way) and decide. Returns (point, calibrated probabilities, decided classes)."""
     point = fit_operating_point(y_val, val_probs, classes, positive, threshold, calibration,
                                 tta)
-    calibrated = apply_temperature(probs, point.temperature)
+    calibrated = calibrate_probs(probs, point)
     return point, calibrated, decide_classes(calibrated, point)
+
+
+def fit_label_point(y_val: np.ndarray, val_probs: np.ndarray, classes: list[str],
+                    threshold: float | str, calibration: str, tta: str) -> OperatingPoint:
+    """Multi-label: a temperature per label, then each label's threshold by the rule on its
+    calibrated validation probabilities (a label that cannot support it falls back to 0.5,
+    named in ``fallbacks``: :mod:`unfreeze.evaluation.multilabel`)."""
+    from unfreeze.evaluation.multilabel import fit_label_temperatures, fit_label_thresholds
+
+    temps = (fit_label_temperatures(y_val, val_probs) if calibration == "temperature"
+             else np.ones(len(classes)))
+    calibrated = apply_label_temperature(val_probs, temps)
+    values, fallbacks = fit_label_thresholds(y_val, calibrated, threshold, classes)
+    return OperatingPoint(classes, None, None, f"{threshold} (per label)", 1.0, tta,
+                          thresholds=[float(v) for v in values],
+                          temperatures=[float(t) for t in temps], fallbacks=fallbacks)
 
 
 def is_degenerate(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
     """A model that names the same class for every image of a set that holds several
     classes: whatever its numbers, it has learned nothing that separates them."""
-    return len(np.unique(y_true)) > 1 and len(np.unique(y_pred)) == 1
+    return len(np.unique(y_true, axis=0)) > 1 and len(np.unique(y_pred, axis=0)) == 1
 
 
 def reliability_rows(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
                      ) -> list[dict]:
-    """Per non-empty confidence bin: its range, mean confidence, accuracy and count."""
+    """Per non-empty confidence bin: its range, mean confidence, accuracy and count.
+    Multi-label: every (image, label) cell is a binary prediction of its own."""
+    if y_true.ndim == 2:
+        p = probs.reshape(-1)
+        probs, y_true = np.stack([1.0 - p, p], axis=1), y_true.reshape(-1).astype(int)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y_true
     edges = np.linspace(0.0, 1.0, bins + 1)

@@ -1,6 +1,7 @@
-"""What a reader of the numbers must know first: degenerate models and a CV that does not
-estimate the main model. One list, shown by the HTML report, the retrain flow's summary and
-the model card. Pure functions of the metrics dicts the stages write."""
+"""What a reader of the numbers must know first: degenerate models, a CV that does not
+estimate the main model and, for a multi-label task, labels whose threshold fell back or
+whose test scores are undefined. One list, shown by the HTML report, the retrain flow's
+summary and the model card. Pure functions of the metrics dicts the stages write."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ def caveats(test: dict, cv: dict) -> list[str]:
     """Plain sentences from ``reports/evaluate/metrics.json`` and ``reports/cv/metrics.json``
     (either may be empty when its stage has not run)."""
     out = []
+    multilabel = test.get("task") == "multilabel"
     if test.get("degenerate"):
-        out.append(f"the main model names one class for every one of its {test.get('n_test')} "
+        said = "the same label set" if multilabel else "one class"
+        out.append(f"the main model names {said} for every one of its {test.get('n_test')} "
                    "test images (degenerate): its metrics describe a constant answer")
+    if multilabel:
+        out += label_caveats(test)
     folds = cv.get("degenerate_folds") or []
     if folds:
         out.append(f"cross-validation fold(s) {', '.join(map(str, folds))} of {cv.get('folds')} "
@@ -19,4 +24,22 @@ def caveats(test: dict, cv: dict) -> list[str]:
     estimates = cv.get("estimates", "")
     if estimates and not estimates.startswith("the main model"):
         out.append(f"cross-validation estimates {estimates}")
+    return out
+
+
+def label_caveats(test: dict) -> list[str]:
+    """Multi-label: labels whose threshold fell back to the default (validation could not
+    support the rule) and labels whose test ROC-AUC and AP are undefined."""
+    out = []
+    fallbacks, thresholds = test.get("threshold_fallbacks") or {}, test.get("thresholds") or {}
+    if fallbacks:
+        why = "; ".join(f"{name} at {thresholds.get(name, 0.5):g}: {reason}"
+                        for name, reason in sorted(fallbacks.items()))
+        out.append(f"label(s) {', '.join(sorted(fallbacks))} keep the fallback threshold "
+                   f"instead of one fitted by the rule `{test.get('threshold_rule')}` ({why}): "
+                   "their decisions are not tuned")
+    undefined = test.get("degenerate_labels") or []
+    if undefined:
+        out.append(f"label(s) {', '.join(undefined)} are in every test image or in none: their "
+                   "ROC-AUC and AP are undefined and left out of the macro means")
     return out

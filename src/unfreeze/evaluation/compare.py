@@ -20,6 +20,8 @@ def mcnemar(y_true: np.ndarray, new_pred: np.ndarray, current_pred: np.ndarray) 
     from scipy.stats import binomtest
 
     new_right, current_right = new_pred == y_true, current_pred == y_true
+    if y_true.ndim == 2:  # multi-label: an image is right when its whole label set is
+        new_right, current_right = new_right.all(axis=1), current_right.all(axis=1)
     b = int(np.sum(new_right & ~current_right))
     c = int(np.sum(current_right & ~new_right))
     p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0

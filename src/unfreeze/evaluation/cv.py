@@ -54,12 +54,17 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
     inner, rows = data.val, rows_of(held, root, classes)
     val_views = predict_views(model, inner.paths, size, batch, inner.keys, tta)
     held_views = predict_views(model, rows.paths, size, batch, rows.keys, tta)
+    multilabel = "labels" in table.column_names
     write_parquet(out_dir / VIEWS_FILE, views_table(
         [*val_rows["path"].to_pylist(), *held["path"].to_pylist()],
         [*val_rows["label"].to_pylist(), *held["label"].to_pylist()],
         ["val"] * len(inner.paths) + ["heldout"] * len(rows.paths),
-        [np.concatenate([v, h]) for v, h in zip(val_views, held_views, strict=True)], classes))
-    accuracy = float((np.mean(held_views, axis=0).argmax(axis=1) == rows.labels).mean())
+        [np.concatenate([v, h]) for v, h in zip(val_views, held_views, strict=True)], classes,
+        [*val_rows["labels"].to_pylist(), *held["labels"].to_pylist()] if multilabel
+        else None))
+    mean = np.mean(held_views, axis=0)  # a quick look: arg-max (multi-label: 0.5, exact sets)
+    accuracy = float(((mean >= 0.5) == (rows.labels > 0)).all(axis=1).mean() if multilabel
+                     else (mean.argmax(axis=1) == rows.labels).mean())
     result = {"fold": k, "folds": params.cv.folds, "active": True,
               "phases": list(params.cv.phases), "classes": classes, "tta": tta,
               "n_train": len(train_rows), "n_val": len(val_rows), "n_heldout": len(held),

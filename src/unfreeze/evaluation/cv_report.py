@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from unfreeze.config.errors import DataError, ParamsError
 from unfreeze.config.params import METRIC_NAMES, CVParams, EvaluateParams
+from unfreeze.dataset.rows import label_matrix
 from unfreeze.evaluation.calibrate import at_operating_point, is_degenerate
 from unfreeze.evaluation.metrics import (
     compute_metrics,
@@ -67,7 +68,8 @@ def build_report(fold_dirs: list[Path], params: CVParams, evaluate: EvaluatePara
     tables = [read_parquet(fold_dirs[k] / VIEWS_FILE) for k in range(params.folds)]
     labels = [label for t in tables for label, part in zip(
         t["label"].to_pylist(), t["part"].to_pylist(), strict=True) if part == "heldout"]
-    positive = positive_class(labels, classes, evaluate.positive_class)
+    multilabel = "labels" in tables[0].column_names
+    positive = None if multilabel else positive_class(labels, classes, evaluate.positive_class)
     pos = classes.index(positive) if positive else None
     metrics, points, pooled = [], [], []
     for k, table in enumerate(tables):
@@ -84,7 +86,9 @@ def build_report(fold_dirs: list[Path], params: CVParams, evaluate: EvaluatePara
         metrics.append(compute_metrics(y, calibrated, classes, positive, y_pred))
         points.append({"fold": k, "threshold": point.threshold,
                        "temperature": point.temperature,
-                       "degenerate": is_degenerate(y, y_pred)})
+                       "degenerate": is_degenerate(y, y_pred)}
+                      | ({"thresholds": point.thresholds, "temperatures": point.temperatures}
+                         if point.multilabel else {}))
         pooled.append(predictions_table(paths, y, calibrated, classes, y_pred).append_column(
             "fold", pa.array([k] * len(paths), pa.int32())))
     table = pa.concat_tables(pooled)
@@ -122,6 +126,10 @@ def _estimates(phases: tuple[str, ...]) -> str:
 
 def _pooled_arrays(table: pa.Table, classes: list[str]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    probs = np.stack([table[f"prob_{c}"].to_numpy() for c in classes], axis=1)
+    if "labels" in table.column_names:  # multi-label
+        return (label_matrix(table["labels"].to_pylist(), classes), probs,
+                label_matrix(table["predicted_labels"].to_pylist(), classes).astype(int))
     index = {c: i for i, c in enumerate(classes)}
     y = np.asarray([index[v] for v in table["label"].to_pylist()])
     probs = np.stack([table[f"prob_{c}"].to_numpy() for c in classes], axis=1)
@@ -187,10 +195,13 @@ VIEWS_FILE = "views.parquet"
 
 
 def views_table(paths: list[str], labels: list[str], parts: list[str],
-                views: list[np.ndarray], classes: list[str]) -> pa.Table:
+                views: list[np.ndarray], classes: list[str],
+                label_sets: list[list[str]] | None = None) -> pa.Table:
     """path, label, part (val | heldout) and one ``prob_<class>@<view>`` column per class
-    and TTA view (view 0: the image as it is)."""
+    and TTA view (view 0: the image as it is); multi-label: ``label_sets`` as ``labels``."""
     columns = {"path": paths, "label": labels, "part": parts}
+    if label_sets is not None:
+        columns["labels"] = pa.array(label_sets, pa.list_(pa.string()))
     for j, probs in enumerate(views):
         for i, name in enumerate(classes):
             columns[f"prob_{name}@{j}"] = probs[:, i].astype(np.float64)
@@ -199,11 +210,14 @@ def views_table(paths: list[str], labels: list[str], parts: list[str],
 
 def read_views(table: pa.Table, classes: list[str], part: str
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(paths, label indices, probabilities averaged over the TTA views) of one part."""
+    """(paths, label indices (multi-label: the multi-hot matrix), probabilities averaged over
+    the TTA views) of one part."""
     rows = table.filter(pc.equal(table["part"], part))
     index = {c: i for i, c in enumerate(classes)}
     n_views = sum(1 for c in rows.column_names if c.startswith(f"prob_{classes[0]}@"))
     probs = np.mean([np.stack([rows[f"prob_{c}@{j}"].to_numpy() for c in classes], axis=1)
                      for j in range(n_views)], axis=0)
+    if "labels" in rows.column_names:
+        return rows["path"].to_pylist(), label_matrix(rows["labels"].to_pylist(), classes), probs
     labels = np.asarray([index[v] for v in rows["label"].to_pylist()])
     return rows["path"].to_pylist(), labels, probs

@@ -12,20 +12,26 @@ from pathlib import Path
 
 import numpy as np
 
+from unfreeze.config.errors import ParamsError
 from unfreeze.config.params import METRIC_NAMES, EvaluateParams
 from unfreeze.dataset.rows import Rows, is_split, training_labels
 from unfreeze.dataset.splits import leakage_checks
 from unfreeze.evaluation.bootstrap import LEVEL, metric_intervals
 from unfreeze.evaluation.calibrate import (
     OperatingPoint,
-    apply_temperature,
     at_operating_point,
+    calibrate_probs,
     decide_classes,
     expected_calibration_error,
     is_degenerate,
     reliability_rows,
 )
-from unfreeze.evaluation.gradcam import gradcam, plot_grid, sample_for_gradcam
+from unfreeze.evaluation.gradcam import (
+    gradcam,
+    plot_grid,
+    sample_for_gradcam,
+    sample_label_gradcam,
+)
 from unfreeze.evaluation.inference import evaluation_rows, predict, predict_views
 from unfreeze.evaluation.metrics import (
     compute_metrics,
@@ -33,6 +39,7 @@ from unfreeze.evaluation.metrics import (
     positive_class,
     predictions_table,
 )
+from unfreeze.evaluation.multilabel import label_confusion_pairs
 from unfreeze.evaluation.plots import plot_reliability, plot_test_pngs
 from unfreeze.io import write_csv, write_json, write_parquet
 from unfreeze.training.artifacts import MODEL_FILE, load_model
@@ -72,19 +79,22 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     val_probs = predict(model, val.paths, image_size, params.batch_size, val.keys, params.tta)
     views = predict_views(model, test.paths, image_size, params.batch_size, test.keys,
                           params.tta)
-    positive = positive_class(training_labels(table), classes, params.positive_class)
+    multilabel = test.labels.ndim == 2
+    positive = (None if multilabel else
+                positive_class(training_labels(table), classes, params.positive_class))
     pos = classes.index(positive) if positive else None
     raw = {"none": views[0], params.tta: np.mean(views, axis=0)}
     point, probs, y_pred = at_operating_point(val.labels, val_probs, raw[params.tta], classes,
                                               pos, params.threshold, params.calibration,
                                               params.tta)
-    by_tta = {k: apply_temperature(v, point.temperature) for k, v in raw.items()}
+    by_tta = {k: calibrate_probs(v, point) for k, v in raw.items()}
     metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
     if params.bootstrap:
         metrics["ci95"] = metric_intervals(test.labels, probs, y_pred, classes, positive,
                                            params.bootstrap, BOOTSTRAP_SEED)
         metrics["bootstrap"] = {"resamples": params.bootstrap, "seed": BOOTSTRAP_SEED,
-                                "level": LEVEL, "method": "percentile, class-stratified, "
+                                "level": LEVEL, "method": "percentile, "
+                                f"{'label-set' if multilabel else 'class'}-stratified, "
                                 "over test images, operating point fixed"}
     metrics |= {"degenerate": is_degenerate(test.labels, y_pred), "threshold": point.threshold,
                 "threshold_rule": point.threshold_rule,
@@ -94,12 +104,21 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
                 "compare": compare_settings(test.labels, by_tta, point, positive,
                                             params.bootstrap),
                 "leakage_checks": leakage_checks(table)}
+    if multilabel:
+        metrics |= {"task": "multilabel", "thresholds": dict(zip(classes, point.thresholds,
+                                                                 strict=True)),
+                    "temperatures": dict(zip(classes, point.temperatures, strict=True)),
+                    "threshold_fallbacks": point.fallbacks}
     rel_paths = table.filter(is_split(table, "test"))["path"].to_pylist()
     write_parquet(out_dir / "predictions.parquet",
                   predictions_table(rel_paths, test.labels, probs, classes, y_pred))
     _write_plots(out_dir, test.labels, y_pred, probs, raw[params.tta], classes, positive)
-    _write_gradcam(out_dir / "gradcam.png", model, test, rel_paths, y_pred, probs,
-                   classes, image_size, params.gradcam)
+    if multilabel:
+        _write_label_gradcam(out_dir / "gradcam.png", model, test, rel_paths, y_pred, probs,
+                             classes, image_size, params)
+    else:
+        _write_gradcam(out_dir / "gradcam.png", model, test, rel_paths, y_pred, probs,
+                       classes, image_size, params.gradcam)
     write_json(out_dir / "operating_point.json",
                point.as_dict() | {"image_size": image_size, "fitted_on": "val"})
     write_json(out_dir / "metrics.json", metrics)
@@ -109,8 +128,9 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
 def _write_plots(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
                  uncalibrated: np.ndarray, classes: list[str], positive: str | None) -> None:
     roc, pr = curve_rows(y_true, probs, classes, positive)
-    confusion = [{"actual": classes[t], "predicted": classes[p]}
-                 for t, p in zip(y_true, y_pred, strict=True)]
+    confusion = (label_confusion_pairs(y_true, y_pred, classes) if y_true.ndim == 2 else
+                 [{"actual": classes[t], "predicted": classes[p]}
+                  for t, p in zip(y_true, y_pred, strict=True)])
     write_csv(out_dir / "confusion.csv", confusion, ["actual", "predicted"])
     write_csv(out_dir / "roc.csv", roc, ["class", "fpr", "tpr"])
     write_csv(out_dir / "pr.csv", pr, ["class", "recall", "precision"])
@@ -131,4 +151,26 @@ def _write_gradcam(path: Path, model, test: Rows, rel_paths: list[str], y_pred: 
     heat, _ = gradcam(model, images, y_pred[rows]) if rows else (images[..., 0], None)
     titles = [f"{Path(rel_paths[i]).name[:24]}\n{classes[test.labels[i]]} → "
               f"{classes[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})" for i in rows]
+    plot_grid(path, images, heat, titles)
+
+
+def _write_label_gradcam(path: Path, model, test: Rows, rel_paths: list[str],
+                         y_pred: np.ndarray, probs: np.ndarray, classes: list[str],
+                         image_size: int, params: EvaluateParams) -> None:
+    """Multi-label Grad-CAM: per label (``evaluate.gradcam_label``, or each), images it
+    found, missed and raised falsely, each explained for that label."""
+    chosen = params.gradcam_label
+    if chosen is not None and chosen not in classes:
+        raise ParamsError(f"params: `evaluate.gradcam_label` must be one of the task's labels "
+                          f"({', '.join(classes)}), got {chosen!r}")
+    labels = [classes.index(chosen)] if chosen else list(range(len(classes)))
+    pairs = sample_label_gradcam(test.labels, y_pred, probs, labels, params.gradcam)
+    rows = [r for r, _ in pairs]
+    images = load_images([test.paths[i] for i in rows], image_size)
+    heat = (gradcam(model, images, np.asarray([k for _, k in pairs]))[0] if pairs
+            else images[..., 0])
+    verdict = {(1, 1): "found", (1, 0): "missed", (0, 1): "false alarm"}
+    titles = [f"{Path(rel_paths[r]).name[:24]}\n{classes[k]}: "
+              f"{verdict[int(test.labels[r, k]), int(y_pred[r, k])]} ({probs[r, k]:.2f})"
+              for r, k in pairs]
     plot_grid(path, images, heat, titles)

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from unfreeze.evaluation.plots import pyplot, save_figure
-from unfreeze.training.model import HEAD_LAYERS, OUTPUT, PREPROCESS, base_of
+from unfreeze.training.model import HEAD_LAYERS, OUTPUT, PREPROCESS, base_of, is_multilabel
 
 
 def gradcam(model, images: np.ndarray, class_index: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps (n, H, W) in [0, 1] for ``class_index`` (default: the predicted class).
+    """Heatmaps (n, H, W) in [0, 1] for ``class_index`` (default: the predicted class; a
+    multi-label model's: the label to explain, its pre-sigmoid score).
 
     ``images`` are raw 0–255 pixels (n, H, W, 3). Also returns the model's probabilities.
     """
@@ -41,7 +42,7 @@ def gradcam(model, images: np.ndarray, class_index: np.ndarray | None = None
             h = layer(h, training=False)
         logits = tf.matmul(tf.cast(h, tf.float32), tf.cast(output.kernel, tf.float32))
         logits += tf.cast(output.bias, tf.float32)
-        probs = tf.nn.softmax(logits)
+        probs = tf.sigmoid(logits) if is_multilabel(model) else tf.nn.softmax(logits)
         chosen = (tf.argmax(logits, axis=1, output_type=tf.int32) if class_index is None
                   else tf.constant(class_index, tf.int32))
         score = tf.gather(logits, chosen, batch_dims=1)
@@ -65,6 +66,21 @@ def sample_for_gradcam(y_true: np.ndarray, y_pred: np.ndarray, confidence: np.nd
             rows = np.flatnonzero((y_true == cls) & ((y_pred == y_true) == correct))
             rows = rows[np.argsort(-confidence[rows], kind="stable")]
             chosen += rows[:per_cell].tolist()
+    return chosen
+
+
+def sample_label_gradcam(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
+                        labels: list[int], per_cell: int) -> list[tuple[int, int]]:
+    """Multi-label: up to ``per_cell`` (row, label) pairs per label of ``labels`` and cell —
+    found (true positive), missed (false negative), false alarm (false positive) — the most
+    telling first (highest probability, lowest for a miss). Deterministic."""
+    chosen: list[tuple[int, int]] = []
+    for k in labels:
+        truth, said, p = y_true[:, k] > 0, y_pred[:, k] > 0, probs[:, k]
+        for mask, sign in ((truth & said, -1), (truth & ~said, 1), (~truth & said, -1)):
+            rows = np.flatnonzero(mask)
+            rows = rows[np.argsort(sign * p[rows], kind="stable")]
+            chosen += [(int(r), k) for r in rows[:per_cell]]
     return chosen
 
 

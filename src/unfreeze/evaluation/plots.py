@@ -22,13 +22,23 @@ def pyplot():
 
 def plot_test_pngs(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
                    roc: list[dict], pr: list[dict]) -> list[Path]:
-    """Confusion matrix, ROC and PR curves as PNG files (``dvc plots show`` needs a network)."""
+    """Confusion matrix (multi-label: one per label), ROC and PR curves as PNG files
+    (``dvc plots show`` needs a network)."""
     plt = pyplot()
     written = []
-    cm = skm.confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
-    fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
-    skm.ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, colorbar=False)
-    ax.set_title("Test confusion matrix")
+    if y_true.ndim == 2:  # multi-label: one 2 × 2 matrix per label
+        fig, axes = plt.subplots(1, len(classes), figsize=(3.2 * len(classes), 3.2),
+                                 squeeze=False)
+        for j, (ax, name) in enumerate(zip(axes[0], classes, strict=True)):
+            cm = skm.confusion_matrix(y_true[:, j], y_pred[:, j], labels=[0, 1])
+            skm.ConfusionMatrixDisplay(cm, display_labels=[f"no {name}", name]).plot(
+                ax=ax, colorbar=False)
+            ax.set_title(f"Test: {name}")
+    else:
+        cm = skm.confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+        fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
+        skm.ConfusionMatrixDisplay(cm, display_labels=classes).plot(ax=ax, colorbar=False)
+        ax.set_title("Test confusion matrix")
     written.append(save_figure(fig, out_dir / "confusion.png"))
     plt.close(fig)
     written.append(plot_curves(out_dir / "roc.png", roc, "fpr", "tpr", "ROC (test)"))

@@ -20,7 +20,14 @@ import pyarrow as pa
 
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import RetrainParams
-from unfreeze.dataset.rows import is_split, iter_paths, load_splits, training_labels
+from unfreeze.dataset.rows import (
+    is_multilabel,
+    is_split,
+    iter_paths,
+    label_matrix,
+    load_splits,
+    training_labels,
+)
 from unfreeze.dataset.splits import split_fingerprint
 from unfreeze.evaluation.compare import paired_comparison
 from unfreeze.evaluation.metrics import positive_class
@@ -65,16 +72,18 @@ def compare_on_test(root: Path, challenger: Path, champion: Path, retrain: Retra
         return base | {"comparable": False, "reason": "the promoted model trained on every "
                        "image of the new test split"}
     rel = [r["path"] for r in test]
-    new = _by_path(read_parquet(root / PREDICTIONS), rel, classes, "the new model")
+    multilabel = is_multilabel(table)
+    new = _by_path(read_parquet(root / PREDICTIONS), rel, classes, "the new model", multilabel)
     scored, error = score(champion, list(iter_paths(data_root, rel)), root)
     if scored is None:
         return base | {"comparable": False, "reason": error}
-    old = _by_path(scored.set_column(0, "path", pa.array(rel)), rel, classes, "the champion")
+    old = _by_path(scored.set_column(0, "path", pa.array(rel)), rel, classes, "the champion",
+                   multilabel)
     usable = ~np.isnan(old[1]).any(axis=1)  # rows the champion could not read are left out
     if not usable.any():
         return base | {"comparable": False, "reason": "it could read none of the test images"}
-    positive = read_json(root / TEST_METRICS).get("positive_class") or positive_class(
-        training_labels(table), classes, None)
+    positive = None if multilabel else read_json(root / TEST_METRICS).get(
+        "positive_class") or positive_class(training_labels(table), classes, None)
     pos = classes.index(positive) if positive in classes else None
     y = new[0][usable]
     comparison = paired_comparison(
@@ -118,10 +127,12 @@ def _classes(release: Path) -> list[str] | None:
     return read_json(meta).get("classes") if meta.is_file() else None
 
 
-def _by_path(table: pa.Table, rel: list[str], classes: list[str], who: str
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _by_path(table: pa.Table, rel: list[str], classes: list[str], who: str,
+             multilabel: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(true label indices, probabilities, decided class indices) in the order of ``rel``;
-    a missing image is an error; an unreadable one (no probabilities) gets NaN and -1."""
+    a missing image is an error; an unreadable one (no probabilities) gets NaN and -1.
+    Multi-label: (true multi-hot rows — from a table with ``labels`` —, probabilities,
+    decided 0/1 rows parsed from ``predicted``, the labels joined by ``;``)."""
     rows = {r["path"]: r for r in table.to_pylist()}
     missing = [p for p in rel if p not in rows]
     if missing:
@@ -130,6 +141,11 @@ def _by_path(table: pa.Table, rel: list[str], classes: list[str], who: str
     index = {c: i for i, c in enumerate(classes)}
     probs = np.array([[np.nan if rows[p].get(f"prob_{c}") is None else rows[p][f"prob_{c}"]
                        for c in classes] for p in rel], dtype=np.float64)
+    if multilabel:
+        said = [[x for x in (rows[p].get("predicted") or "").split(";") if x in index]
+                for p in rel]
+        return (label_matrix([rows[p].get("labels") or [] for p in rel], classes), probs,
+                label_matrix(said, classes).astype(int))
     decided = np.array([index.get(rows[p]["predicted"], -1) for p in rel])
     labels = np.array([index.get(rows[p].get("label"), -1) for p in rel])
     return labels, probs, decided

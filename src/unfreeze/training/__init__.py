@@ -7,7 +7,8 @@ activations both phases share (``activations``), the fit loop with dvclive (``fi
 per-epoch backups (``backup``), distribution strategies (``distribute``), the precision
 and XLA decisions for the machine at hand (``hardware``), learning-rate schedules per
 step (``schedules``), per-variable learning rates on Keras' optimizers (``layerwise``), soft
-targets: label smoothing, MixUp and CutMix (``mixing``), the two phases
+targets: label smoothing, MixUp and CutMix (``mixing``), the multi-label loss with
+per-label positive weights (``losses``), the two phases
 (``recipe``), model files (``artifacts``) and the learning-rate range test of a
 phase (``lr_find``). Imports config, io and dataset only.
 """

@@ -153,9 +153,10 @@ class CachedViews(keras.utils.PyDataset):
                  targets: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         super().__init__()
         self.views, self.labels = views, np.asarray(labels)
-        weights = class_weight or {}
-        self.sample_weights = np.asarray([weights.get(int(y), 1.0) for y in self.labels],
-                                         dtype=np.float32)
+        weights = class_weight or {}  # multi-label: none (positive weights are in the loss)
+        self.sample_weights = (np.ones(len(self.labels), np.float32) if self.labels.ndim == 2
+                               else np.asarray([weights.get(int(y), 1.0) for y in self.labels],
+                                               dtype=np.float32))
         # soft targets: (targets, sample weights) per view (mixing.view_targets)
         self.targets = list(targets) if targets is not None else None
         self.seed, self.shuffle = seed, shuffle

@@ -24,6 +24,7 @@ from unfreeze.training import (
     features,
     hardware,
     inputs,
+    losses,
     mixing,
     schedules,
 )
@@ -42,11 +43,21 @@ class PhasePlan:
 
 
 def class_weights(labels: np.ndarray, n_classes: int, mode: str | None) -> dict[int, float] | None:
-    """``balanced`` class weights (n_samples / (n_classes * count)) or None."""
-    if mode is None:
+    """``balanced`` class weights (n_samples / (n_classes * count)) or None. Multi-label
+    labels (multi-hot rows) have none: their weights are per label, in the loss
+    (:func:`pos_weights`)."""
+    if mode is None or labels.ndim == 2:
         return None
     weights = compute_class_weight("balanced", classes=np.arange(n_classes), y=labels)
     return {i: float(w) for i, w in enumerate(weights)}
+
+
+def pos_weights(labels: np.ndarray, mode: str | None) -> list[float] | None:
+    """Multi-label ``balanced``: each label's positives weighted by negatives / positives
+    (:mod:`unfreeze.training.losses`); None otherwise."""
+    if mode is None or labels.ndim != 2:
+        return None
+    return losses.balanced_pos_weights(labels)
 
 
 def steps_per_epoch(n_train: int, batch: int, replicas: int) -> int:
@@ -55,31 +66,32 @@ def steps_per_epoch(n_train: int, batch: int, replicas: int) -> int:
 
 
 def compile_phase(target: keras.Model, model: keras.Model, phase: PhaseParams,
-                  augment: AugmentParams | None, n_train: int, use: str) -> None:
-    """Compile ``target`` (``model`` itself, or its trainable part) for ``phase``: its
-    schedule over the phase's planned steps, phase two's layer-wise rates
-    (:func:`~unfreeze.training.model.layer_multipliers`), soft targets if the phase uses
-    them (:func:`~unfreeze.training.mixing.soft`), XLA as decided for ``use``."""
+                  augment: AugmentParams | None, labels: np.ndarray, use: str) -> None:
+    """Compile ``target`` (``model`` itself, or its trainable part) for ``phase`` and the
+    training rows' ``labels``: its schedule over the phase's planned steps, phase two's
+    layer-wise rates (:func:`~unfreeze.training.model.layer_multipliers`), soft targets if
+    the phase uses them (:func:`~unfreeze.training.mixing.soft`), multi-label positive
+    weights (:func:`pos_weights`), XLA as decided for ``use``."""
     replicas = distribute.replicas_of(model)
-    steps = steps_per_epoch(n_train, distribute.global_batch(phase.batch_size), replicas)
+    steps = steps_per_epoch(len(labels), distribute.global_batch(phase.batch_size), replicas)
     multipliers = (model_lib.layer_multipliers(model, phase)
                    if isinstance(phase, FinetuneParams) else None)
     model_lib.compile_for(target, phase, hardware.xla(
         use, replicas=replicas, image_size=model.input_shape[1]), steps, multipliers,
-        soft=mixing.soft(phase, augment))
+        soft=mixing.soft(phase, augment), pos_weight=pos_weights(labels, phase.class_weight))
 
 
-def plan_phase(model: keras.Model, phase: PhaseParams, n_train: int | None = None,
+def plan_phase(model: keras.Model, phase: PhaseParams, labels: np.ndarray,
                augment: AugmentParams | None = None) -> PhasePlan:
     """The full model, or with ``phase.cached_views`` its part above the frozen layers
     (phase one: the head; phase two: from ``finetune.unfreeze_from`` up), compiled like it
-    (:func:`compile_phase`; ``n_train`` images, needed by a schedule other than constant)."""
+    (:func:`compile_phase`, for the training rows' ``labels``)."""
     batch = distribute.global_batch(phase.batch_size)
     if not phase.cached_views:
         return PhasePlan(model, None, batch)
     unfreeze_from = phase.unfreeze_from if isinstance(phase, FinetuneParams) else None
     extractor, trainable = features.split_model(model, unfreeze_from)
-    compile_phase(trainable, model, phase, augment, n_train or 0,
+    compile_phase(trainable, model, phase, augment, labels,
                   "head" if unfreeze_from is None else "upper")
     return PhasePlan(trainable, extractor, batch)
 
@@ -151,7 +163,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     Returns a summary: best epoch, its validation metrics, epochs run, wall time.
     """
     started = time.perf_counter()
-    plan = plan_phase(model, phase, len(data.train.paths), augment)
+    plan = plan_phase(model, phase, data.train.labels, augment)
     resumed = restore(backup, plan.trainable) if backup else None
     distribute.prepare_fit(plan.trainable, model,
                            *([plan.extractor] if plan.extractor is not None else []))

@@ -162,8 +162,9 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
         sources, load_one = list(paths), decode_resize
     ds = tf.data.Dataset.from_tensor_slices(sources)
     if labels is not None:
+        labels = np.asarray(labels)  # class indices, or multi-label (n, L) multi-hot rows
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(
-            np.asarray(labels, dtype=np.int32)))
+            labels.astype(np.float32 if labels.ndim == 2 else np.int32)))
     if shuffle:
         ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
 

@@ -189,7 +189,7 @@ def find_for_phase(params: Params, data: TrainingData, phase: str,
     with distribute.scope(params.train.strategy):
         settings = constant_rate(getattr(params, phase))
         model = recipe.phase_model(params, phase, data, loaded, settings)
-        plan = fit.plan_phase(model, settings, len(data.train.paths), params.augment)
+        plan = fit.plan_phase(model, settings, data.train.labels, params.augment)
         distribute.prepare_fit(plan.trainable, model,
                                *([plan.extractor] if plan.extractor is not None else []))
         seed = params.seed if phase == "head" else params.seed + 1

@@ -62,9 +62,13 @@ class Targets:
 
 def targets(spec: Targets, labels, partners, lam) -> tuple[tf.Tensor, tf.Tensor]:
     """(targets ``(n, classes)``, sample weights ``(n,)``) of images of ``labels`` mixed at
-    ``lam`` with images of ``partners`` (see the module docstring); ``lam`` 1 = unmixed."""
-    weights = tf.constant(spec.class_weights)
+    ``lam`` with images of ``partners`` (see the module docstring); ``lam`` 1 = unmixed.
+    Multi-label: ``labels`` are multi-hot rows, mixed as they are, every weight 1 (positive
+    weights live in the loss, :mod:`unfreeze.training.losses`)."""
     lam = tf.cast(lam, tf.float32)[:, None]
+    if len(labels.shape) == 2:
+        return lam * labels + (1.0 - lam) * partners, tf.ones(tf.shape(labels)[0])
+    weights = tf.constant(spec.class_weights)
     wa = tf.gather(weights, labels)[:, None]
     wb = tf.gather(weights, partners)[:, None]
     mass = lam * wa * tf.one_hot(labels, spec.n_classes) + (
@@ -74,9 +78,14 @@ def targets(spec: Targets, labels, partners, lam) -> tuple[tf.Tensor, tf.Tensor]
 
 
 def plain_targets(spec: Targets, labels) -> tuple[tf.Tensor, tf.Tensor]:
-    """Unmixed soft targets: one-hot, weighted by class."""
-    labels = tf.cast(labels, tf.int32)
+    """Unmixed soft targets: one-hot, weighted by class (multi-label: the rows as they are)."""
+    labels = as_labels(labels)
     return targets(spec, labels, labels, tf.ones(tf.shape(labels)[0]))
+
+
+def as_labels(labels) -> tf.Tensor:
+    """Class indices as int32; multi-label multi-hot rows (rank 2) as float32."""
+    return tf.cast(labels, tf.float32 if len(labels.shape) == 2 else tf.int32)
 
 
 def box_bounds(lam, centre, height: int, width: int) -> tuple[tf.Tensor, ...]:
@@ -148,7 +157,7 @@ def mix_batch(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, spec: Targe
     lam = tf.where(cut, _beta(seeds[1], n, augment.cutmix or 1.0),
                    _beta(seeds[2], n, augment.mixup or 1.0))
     centre = tf.random.stateless_uniform([n, 2], seed=seeds[3])
-    labels = tf.cast(labels, tf.int32)
+    labels = as_labels(labels)
     mixed, kept = mix(images, tf.reverse(images, [0]), lam, cut, centre)
     y, w = targets(spec, labels, tf.reverse(labels, [0]), kept)
     return mixed, y, w
@@ -182,7 +191,7 @@ def view_draws(n: int, seed: int, augment: AugmentParams) -> ViewMix:
 def view_targets(spec: Targets, labels: np.ndarray, draws: ViewMix | None, image_size: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The targets and sample weights of a cached view's images (unmixed without draws)."""
-    labels = tf.constant(np.asarray(labels, np.int32))
+    labels = as_labels(tf.constant(np.asarray(labels)))
     if draws is None:
         y, w = plain_targets(spec, labels)
     else:

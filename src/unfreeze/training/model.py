@@ -17,7 +17,7 @@ from keras import layers
 
 from unfreeze.config.errors import ParamsError, WeightsError
 from unfreeze.config.params import INCEPTION_BLOCKS, FinetuneParams, ModelParams, PhaseParams
-from unfreeze.training import layerwise, schedules
+from unfreeze.training import layerwise, losses, schedules
 
 BASE_NAME = "inception_v3"
 PREPROCESS = "preprocess"
@@ -60,13 +60,14 @@ def build_base(image_size: int, weights: str | None) -> keras.Model:
     return base
 
 
-def build(params: ModelParams, n_classes: int) -> keras.Model:
+def build(params: ModelParams, n_classes: int, multilabel: bool = False) -> keras.Model:
     """The full model: raw pixels → preprocess → frozen base (training=False) → head.
 
-    Head: GlobalAveragePooling2D → Dropout → Dense(hidden, relu) → Dense(n_classes, softmax).
+    Head: GlobalAveragePooling2D → Dropout → Dense(hidden, relu) → Dense(n_classes, softmax);
+    ``multilabel``: one sigmoid per label instead of the softmax.
     """
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if n_classes < (1 if multilabel else 2):
+        raise ValueError(f"n_classes must be >= {1 if multilabel else 2}, got {n_classes}")
     base = build_base(params.image_size, params.weights)
     base.trainable = False
     inputs = keras.Input((params.image_size, params.image_size, 3), name="image")
@@ -75,8 +76,16 @@ def build(params: ModelParams, n_classes: int) -> keras.Model:
     x = layers.GlobalAveragePooling2D(name=POOL)(x)
     x = layers.Dropout(params.dropout, name=DROPOUT)(x)
     x = layers.Dense(params.hidden_units, activation="relu", name=HIDDEN)(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT)(x)
+    outputs = layers.Dense(n_classes, activation="sigmoid" if multilabel else "softmax",
+                           dtype="float32", name=OUTPUT)(x)
     return keras.Model(inputs, outputs, name="unfreeze_inception_v3")
+
+
+def is_multilabel(model: keras.Model) -> bool:
+    """Whether ``model`` (built by :func:`build`, or its part above a cut) ends in sigmoids:
+    its last layer's activation."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "sigmoid"
 
 
 def base_of(model: keras.Model) -> keras.Model:
@@ -171,14 +180,22 @@ def layer_multipliers(model: keras.Model, params: FinetuneParams) -> dict[str, f
 
 def compile_for(model: keras.Model, params: PhaseParams, jit_compile: bool | str = "auto",
                 steps_per_epoch: int | None = None, multipliers: dict[str, float] | None = None,
-                soft: bool = False) -> None:
+                soft: bool = False, pos_weight: list[float] | None = None) -> None:
     """Compile for one phase; ``jit_compile``: XLA on, off, or Keras' ``auto``. ``soft``:
     the inputs carry soft targets (:mod:`unfreeze.training.mixing`), the loss is categorical
-    cross-entropy with ``label_smoothing``; else integer labels, as the classic recipe."""
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
-            if soft else "sparse_categorical_crossentropy")
+    cross-entropy with ``label_smoothing``; else integer labels, as the classic recipe.
+    A multi-label model (:func:`is_multilabel`) gets binary cross-entropy on multi-hot
+    targets, positives weighted per label by ``pos_weight`` (:mod:`~.losses`), and
+    ``accuracy`` is then the per-label binary accuracy."""
+    if is_multilabel(model):
+        loss = losses.multilabel_loss(params.label_smoothing, pos_weight)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy")
+    else:
+        loss = (keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+                if soft else "sparse_categorical_crossentropy")
+        metric = "accuracy"
     model.compile(optimizer=make_optimizer(params, steps_per_epoch, multipliers), loss=loss,
-                  metrics=["accuracy"], jit_compile=jit_compile)
+                  metrics=[metric], jit_compile=jit_compile)
 
 
 @contextlib.contextmanager

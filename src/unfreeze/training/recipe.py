@@ -114,11 +114,12 @@ def phase_model(params: Params, phase: str, data: TrainingData,
     hardware.configure(params.train.xla, params.deterministic)
     if head:
         with model_lib.precision(hardware.precision(params.train.precision)):
-            model = model_lib.build(params.model, len(data.classes))
+            model = model_lib.build(params.model, len(data.classes),
+                                    multilabel=data.train.labels.ndim == 2)
     else:
         model_lib.unfreeze(model, params.finetune.unfreeze_from)
     compile_phase(model, model, settings or getattr(params, phase), params.augment,
-                  len(data.train.paths), "full")
+                  data.train.labels, "full")
     return model
 
 
