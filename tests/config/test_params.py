@@ -106,3 +106,32 @@ def test_small_floats_as_dvc_writes_them_are_numbers(tmp_path):
     params = load_params(path)
     assert params.head.learning_rate == 1e-05 and params.finetune.learning_rate == 3e-05
     assert params.finetune.epochs == 2 and params.finetune.unfreeze_from == "mixed9"
+
+
+def test_task_and_label_file_params_are_checked_together():
+    p = params_from_dict({"task": "multilabel", "data": {
+        "source": "data/labels.csv", "multilabel_columns": ["crack", "finger"],
+        "root": "data/images"}})
+    assert p.task == "multilabel" and p.data.multilabel_columns == ("crack", "finger")
+    assert p.data.is_label_file and not Params().data.is_label_file
+    with pytest.raises(ParamsError, match=r"`data.multilabel_columns` must be null with task: "
+                       "multiclass"):
+        params_from_dict({"data": {"source": "l.csv", "multilabel_columns": ["a"]}})
+    with pytest.raises(ParamsError, match=r"`data.root` must be null unless data.source is a"):
+        params_from_dict({"data": {"source": "data/images", "root": "x"}})
+    with pytest.raises(ParamsError, match=r"`data.elpv_labels` must be `multilabel` with task"):
+        params_from_dict({"task": "multilabel"})  # the demo needs its two-label form
+    with pytest.raises(ParamsError, match=r"`data.elpv_labels` must be `multilabel`"):
+        params_from_dict({"data": {"elpv_labels": "multilabel"}})
+    with pytest.raises(ParamsError, match=r"`evaluate.positive_class` must be null with task"):
+        params_from_dict({"task": "multilabel", "data": {"elpv_labels": "multilabel"},
+                          "evaluate": {"positive_class": "defect"}})
+    with pytest.raises(ParamsError, match=r"`evaluate.gradcam_label` must be null with task: "
+                       "multiclass"):
+        params_from_dict({"evaluate": {"gradcam_label": "defect"}})
+    with pytest.raises(ParamsError, match=r"`data.multilabel_columns` must be null or a list "
+                       "of distinct"):
+        params_from_dict({"task": "multilabel", "data": {"source": "l.csv",
+                                                         "multilabel_columns": ["a", "a"]}})
+    with pytest.raises(ParamsError, match=r"`task` must be one of"):
+        params_from_dict({"task": "multi"})

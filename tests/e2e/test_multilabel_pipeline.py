@@ -39,7 +39,7 @@ def read(project: Path, path: str) -> dict:
 def project(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("ml_project"), TINY, None, group_size=3,
                            label_rows=72)
-    repro(project, "export", "cv_report")
+    repro(project, "report")  # every stage: export, CV, the HTML report
     return project
 
 
@@ -72,6 +72,11 @@ def test_label_file_to_exported_multilabel_model(project):
     cv = read(project, "reports/cv/metrics.json")
     assert cv["folds"] == 2 and "roc_auc" in cv["metrics"]
     assert len(cv["operating_point"]["per_fold"][0]["thresholds"]) == 2
+
+    page = (project / "reports/index.html").read_text()
+    assert "subset accuracy" in page and "red" in page
+    card = (project / "models/export/MODEL_CARD.md").read_text()
+    assert "multi-label: blue, red" in card
 
     out = run_in(project, sys.executable, "-m", "unfreeze.cli", "predict", "--model",
                  "models/export", "data/images/img_000.png", "data/images/img_003.png",

@@ -102,3 +102,21 @@ def test_test_images_the_champion_trained_on_are_left_out(project, tmp_path):
     scored = pq.read_table(project / champion.WORK_DIR / "predictions.parquet")
     names = {p.split("/")[-1] for p in scored["path"].to_pylist()}
     assert names.isdisjoint({"cat_000.png", "dog_003.png"}) and len(names) == 6
+
+
+def test_multilabel_predictions_are_read_as_label_rows():
+    """The new run's predictions carry `labels`; `unfreeze predict`'s carry the decided
+    labels joined by `;` (or none for an unreadable image): both become 0/1 rows."""
+    from unfreeze.ops.champion import _by_path
+
+    new = pa.Table.from_pylist([
+        {"path": "a.png", "labels": ["red"], "predicted": "blue;red", "prob_blue": 0.7,
+         "prob_red": 0.9},
+        {"path": "b.png", "labels": [], "predicted": "", "prob_blue": 0.1, "prob_red": 0.2}])
+    y, probs, decided = _by_path(new, ["b.png", "a.png"], ["blue", "red"], "new", True)
+    assert y.tolist() == [[0, 0], [0, 1]] and decided.tolist() == [[0, 0], [1, 1]]
+    assert probs.tolist() == [[0.1, 0.2], [0.7, 0.9]]
+    old = pa.Table.from_pylist([{"path": "a.png", "predicted": None, "prob_blue": None,
+                                 "prob_red": None}])
+    _, probs, decided = _by_path(old, ["a.png"], ["blue", "red"], "champion", True)
+    assert np.isnan(probs).all() and decided.tolist() == [[0, 0]]

@@ -34,9 +34,10 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
-    """Four trainings at once, each its own process: one device with batch 8; mirrored over 2
+    """Six trainings at once, each its own process: one device with batch 8; mirrored over 2
     logical CPUs with batch 4 per replica; two multi-worker processes (TF_CONFIG on loopback)
-    with batch 4 each. Returns each run's JSON (plus its exit code and stderr)."""
+    with batch 4 each; a multi-label model on one device and mirrored. Returns each run's JSON
+    (plus its exit code and stderr)."""
     root = tmp_path_factory.mktemp("distribute")
     images = make_image_folder(root / "images", {"cat": 12, "dog": 13})
     ports = free_ports(2)
@@ -44,7 +45,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     base.pop(distribute.LOGICAL_CPUS_ENV, None)
     base.pop("TF_CONFIG", None)
     plans = {"single": ("none", 8, {}),
-             "mirrored": ("mirrored", 4, {distribute.LOGICAL_CPUS_ENV: "2"})}
+             "mirrored": ("mirrored", 4, {distribute.LOGICAL_CPUS_ENV: "2"}),
+             "ml_single": ("none", 8, {}),
+             "ml_mirrored": ("mirrored", 4, {distribute.LOGICAL_CPUS_ENV: "2"})}
     for i in range(2):
         config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                   "task": {"type": "worker", "index": i}}
@@ -54,7 +57,8 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         for name, (strategy, batch, env) in plans.items():
             procs[name] = subprocess.Popen(
                 [sys.executable, str(SCRIPT), str(images), strategy, str(batch),
-                 str(root / name)], env=base | env, stdout=subprocess.PIPE,
+                 str(root / name), "multilabel" if name.startswith("ml_") else "multiclass"],
+                env=base | env, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
         outputs = {name: proc.communicate(timeout=600) for name, proc in procs.items()}
     finally:
@@ -82,6 +86,15 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(runs):
     assert single["head"]["replicas"] == 1 and single["head"]["global_batch_size"] == 8
     assert np.abs(probabilities(mirrored) - probabilities(single)).max() < TOLERANCE
     assert np.abs(probabilities(single)[:, 0] - 0.5).max() > 1e-3  # training moved them
+
+
+@pytest.mark.slow
+def test_a_multilabel_model_trains_the_same_mirrored_as_on_one_device(runs):
+    single, mirrored = runs["ml_single"], runs["ml_mirrored"]
+    assert mirrored["head"] == {"strategy": "mirrored", "replicas": 2, "global_batch_size": 8}
+    assert probabilities(single).shape == (9, 3)  # three independent sigmoid labels
+    assert np.abs(probabilities(mirrored) - probabilities(single)).max() < TOLERANCE
+    assert not np.allclose(probabilities(single).sum(axis=1), 1.0)
 
 
 @pytest.mark.slow

@@ -110,3 +110,40 @@ def test_mixed_multi_hot_targets_blend_the_two_label_rows():
     np.testing.assert_allclose(w.numpy(), [1.0, 1.0])  # weights live in the loss
     plain, _ = mixing.plain_targets(spec, a)
     np.testing.assert_allclose(plain.numpy(), a.numpy())
+
+
+def test_an_interrupted_multilabel_phase_resumes_from_its_backup(tmp_path, eager, monkeypatch):
+    from unfreeze.config.params import AugmentParams, HeadParams, ModelParams, Params
+    from unfreeze.training import backup as backup_lib
+    from unfreeze.training import fit
+    from unfreeze.training.backup import Backup
+
+    monkeypatch.chdir(tmp_path)
+    data = data_for(tmp_path, n=24)
+    phase = HeadParams(epochs=3, batch_size=8, patience=3, cached_views=1,
+                       class_weight="balanced")
+    backup = Backup.for_phase(tmp_path / "backup", Params(head=phase), ("seed", "head"))
+    seen: list[int] = []
+    save = backup_lib.BackupCallback.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        save(self, epoch, logs)
+        seen.append(epoch)
+        if epoch == 0 and len(seen) == 1:
+            raise KeyboardInterrupt  # stands in for a kill right after the backup
+
+    monkeypatch.setattr(backup_lib.BackupCallback, "on_epoch_end", on_epoch_end)
+
+    def tiny() -> keras.Model:
+        keras.utils.set_random_seed(0)
+        m = model_lib.build(ModelParams(image_size=75, weights=None, hidden_units=8), 2,
+                            multilabel=True)
+        fit.compile_phase(m, m, phase, None, data.train.labels, "full")
+        return m
+
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit_phase(tiny(), data, phase, AugmentParams(), 75, 0, tmp_path / "r", backup)
+    summary = fit.fit_phase(tiny(), data, phase, AugmentParams(), 75, 0, tmp_path / "r",
+                            backup)
+    assert seen == [0, 1, 2] and summary["resumed_after_epoch"] == 1
+    assert summary["epochs_run"] == 3

@@ -78,8 +78,9 @@ def build_checked(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = build_checked(tp, value, f"{key}.")
         elif not _matches(tp, value):
             fail(key, value, _type_name(tp))
-        elif typing.get_origin(tp) is tuple:
-            kwargs[name] = tuple(value)
+        elif isinstance(value, list) and any(typing.get_origin(t) is tuple
+                                             for t in (tp, *typing.get_args(tp))):
+            kwargs[name] = tuple(value)  # a YAML list, for `tuple[...]` or `tuple[...] | None`
         else:
             kwargs[name] = float(value) if tp is float else value
     return cls(**kwargs)
