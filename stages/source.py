@@ -4,7 +4,9 @@ Runs on every `dvc repro` (``always_changed``) and costs a stat per file: a file
 again only when its size or mtime changed. ``data/source.json`` changes only when the
 content does, so `prepare` and what follows rerun after images are added, removed or
 changed, in a folder inside or outside the project or in the demo package, and never for a
-mere touch. A label file (``data.source: labels.csv``) is hashed as well, wherever it lies.
+mere touch. A label file (``data.source: labels.csv``) is hashed as well, wherever it lies,
+and only the images its rows name are fingerprinted (its folder may hold the pipeline's own
+outputs, ``data/source.json`` among them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def run(args: Namespace) -> None:
     hashes = Path(args.hashes)
     kept = read_json(hashes) if hashes.is_file() else {}
     known = kept.get("files") if kept.get("root") == str(root) else None
-    summary, table = fingerprint(root, known)
+    only = None
+    if is_label_file(data.source):  # the images its rows name, not all of its folder
+        from unfreeze.dataset.labelfile import listed_paths
+
+        only = listed_paths(label_file(data.source), root, data)
+    summary, table = fingerprint(root, known, only)
     if table != known:
         write_json(hashes, {"root": str(root), "files": table})
     if is_label_file(data.source):  # it may lie outside the root it names

@@ -11,10 +11,9 @@ import base64
 import html
 from pathlib import Path
 
-MEANING = ("<p>Multi-label: each label is decided on its own. accuracy = subset accuracy (exact "
-           "label set); balanced_accuracy = mean over labels of (TPR + TNR) / 2; precision, "
-           "recall, f1 = macro means over labels; roc_auc = macro ROC-AUC over the labels with "
-           "both classes in the test set; average_precision = mAP.</p>")
+from unfreeze.evaluation.caveats import HEADLINE_MEANING
+
+MEANING = f"<p>{html.escape(HEADLINE_MEANING)}</p>"
 SUMMARY = {"subset_accuracy": "subset accuracy (exact label set)",
            "hamming_loss": "Hamming loss (wrong image × label decisions)",
            **{f"{kind}_{k}": f"{kind} {k}" for kind in ("micro", "macro")

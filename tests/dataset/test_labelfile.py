@@ -139,7 +139,7 @@ def test_multilabel_zero_one_columns(tmp_path):
     file = write_label_csv(tmp_path / "labels.csv", wide)
     params = DataParams(source=str(file), multilabel_columns=("red", "blue"))
     table, report = scan(params, progress=False, task="multilabel")
-    assert report["rejected"][0]["reason"] == "row 6: column 'red' holds 2; expected 0 or 1"
+    assert report["rejected"][0]["reason"] == "row 6: column 'red' holds '2'; expected 0 or 1"
     ok = [r for r in table.to_pylist() if r["status"] == "ok"]
     assert [r["labels"] for r in ok[:4]] == [[], ["blue"], ["red"], ["blue", "red"]]
     assert "red" not in table.column_names  # the label columns became `labels`
@@ -166,3 +166,66 @@ def test_elpv_two_label_demo():
     assert len(cands) == 2624
     assert sum("defect" in x for x in labels) == sum(p > 0.3 for p in probs) == 1116
     assert all(("mono" in x) == (k == "mono") for x, k in zip(labels, kinds, strict=True))
+
+
+def test_the_fingerprint_covers_the_listed_images_only(labelled):
+    from unfreeze.dataset.labelfile import listed_paths
+    from unfreeze.dataset.sources import fingerprint
+
+    tmp, rows = labelled
+    rows.append({"path": "../escape.png", "label": "cat", "patient": "p", "site": "x"})
+    file = write_label_csv(tmp / "imgs" / "labels.csv", rows)
+    params = DataParams(source=str(file))
+    root = resolve_root(str(file))
+    only = listed_paths(file, root, params)
+    assert len(only) == 12 and "cat/cat_000.png" in only  # the escaping row left out
+    first, _ = fingerprint(root, None, only)
+    (tmp / "imgs" / "source.json").write_text("an output beside the label file")
+    assert fingerprint(root, None, listed_paths(file, root, params))[0] == first
+    shutil.copy(tmp / "imgs/dog/dog_000.png", tmp / "imgs/cat/cat_000.png")
+    assert fingerprint(root, None, only)[0]["fingerprint"] != first["fingerprint"]
+
+
+def test_another_label_separator_and_labels_that_would_break_the_join(tmp_path):
+    rows = make_multilabel_images(tmp_path, n=12)
+    for r in rows:
+        r["label"] = r["label"].replace(";", "|")
+    rows[0]["label"] = "red;ish"  # `;` joins label sets in every report: refused
+    file = write_label_csv(tmp_path / "labels.csv", rows)
+    table, report = scan(DataParams(source=str(file), label_separator="|"), progress=False,
+                         task="multilabel")
+    got = table.to_pylist()
+    assert got[3]["labels"] == ["blue", "red"] and got[3]["label"] == "blue;red"
+    assert "holds `;`" in report["rejected"][0]["reason"] and report["rejected"][0]["row"] == 1
+    bad = write_label_csv(tmp_path / "wide.csv", [{"path": r["path"], "a;b": 1} for r in rows])
+    with pytest.raises(DataError, match="label column 'a;b'"):
+        scan(DataParams(source=str(bad), multilabel_columns=("a;b",)), progress=False,
+             task="multilabel")
+
+
+def test_text_columns_keep_their_text_and_typed_columns_are_checked(tmp_path):
+    rows = make_multilabel_images(tmp_path, n=12)
+    for i, r in enumerate(rows):
+        r["patient"] = f"{i // 3:03d}"  # 000, 001: leading zeros kept, not read as ints
+    file = write_label_csv(tmp_path / "labels.csv", rows)
+    table, _ = scan(DataParams(source=str(file)), progress=False, task="multilabel")
+    assert table["patient"].to_pylist()[:4] == ["000", "000", "000", "001"]
+    lists = [{"path": r["path"], "label": r["label"].split(";") if r["label"] else []}
+             for r in rows]  # a Parquet list<string> column of labels
+    pq.write_table(pa.Table.from_pylist(lists), tmp_path / "lists.parquet")
+    table, _ = scan(DataParams(source=str(tmp_path / "lists.parquet")), progress=False,
+                    task="multilabel")
+    assert table["labels"].to_pylist()[3] == ["blue", "red"]
+    floats = [{"path": r["path"], "label": 0.5} for r in rows]
+    pq.write_table(pa.Table.from_pylist(floats), tmp_path / "floats.parquet")
+    with pytest.raises(DataError, match=r"column 'label' \(data.label_column\) holds double"):
+        scan(DataParams(source=str(tmp_path / "floats.parquet")), progress=False)
+
+
+def test_an_absolute_path_through_a_symlinked_folder_is_inside_the_root(labelled):
+    tmp, rows = labelled
+    (tmp / "mount").symlink_to(tmp / "imgs")
+    rows[0]["path"] = str(tmp / "mount" / rows[0]["path"])
+    file = write_label_csv(tmp / "imgs" / "labels.csv", rows)
+    table, report = scan(DataParams(source=str(file)), progress=False)
+    assert report["n_ok"] == 12 and table["path"][0].as_py() == "cat/cat_000.png"

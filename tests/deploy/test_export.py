@@ -41,3 +41,15 @@ def test_folder_swap_replaces_the_old_bundle_only_at_the_end(tmp_path):
     _replace_folder(new, target)
     assert sorted(p.name for p in target.iterdir()) == ["model.tflite"]
     assert not new.exists() and not (tmp_path / ".export.old").exists()
+
+
+def test_multilabel_parity_counts_an_image_right_only_with_its_whole_label_set():
+    point = OperatingPoint(["a", "b"], None, None, "0.5 (per label)", 1.0, "none",
+                           thresholds=[0.5, 0.5], temperatures=[1.0, 1.0])
+    reference = np.array([[0.9, 0.8], [0.2, 0.7], [0.1, 0.1], [0.6, 0.4]])
+    other = reference.copy()
+    other[1, 1] = 0.45  # image 1 loses label b: one of its two cells flips
+    y = np.array([[1, 1], [0, 1], [0, 0], [1, 0]])
+    diff, drop = parity(reference, other, y, point)
+    assert abs(diff - 0.25) < 1e-12
+    assert drop == 0.25  # 4 of 4 label sets right, then 3 of 4 (cells: only 1 of 8)

@@ -40,3 +40,18 @@ def test_perfect_predictions_have_a_zero_width_interval_and_one_class_none():
     one = bootstrap.metric_intervals(np.zeros(3, int), probs[:3], np.zeros(3, int), ["a", "b"],
                                      None, 100, seed=1)
     assert one["roc_auc"] is None  # undefined with one class, as on the test set itself
+
+
+def test_multilabel_resamples_keep_common_label_sets_and_pool_the_rare_ones():
+    from unfreeze.evaluation.bootstrap import label_set_strata, stratified_resamples
+
+    y = np.array([[1, 0]] * 6 + [[0, 1]] * 5 + [[1, 1], [0, 0], [1, 1]])
+    strata = label_set_strata(y)
+    assert len(set(strata[:6])) == 1 and len(set(strata[6:11])) == 1
+    assert (strata[11:] == -1).all()  # 3 images in sets of 1 and 2: one pooled stratum
+    for rows in stratified_resamples(y, 20, seed=0):  # the common sets keep their counts
+        assert (rows < 6).sum() == 6 and ((rows >= 6) & (rows < 11)).sum() == 5
+    # every label set distinct: a plain bootstrap, not the same images every time
+    distinct = np.array([[int(b) for b in f"{i:05b}"] for i in range(20)])
+    draws = [tuple(sorted(r)) for r in stratified_resamples(distinct, 20, seed=0)]
+    assert len(set(draws)) == 20 and all(len(set(d)) < 20 for d in draws)

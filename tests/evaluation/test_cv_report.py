@@ -108,3 +108,46 @@ def test_stale_or_mismatched_fold_files_are_refused(tmp_path):
         cv_report.read_folds(dirs, CVParams(folds=3), "hflip")
     with pytest.raises(DataError, match="fold 0 has no"):
         cv_report.read_folds([tmp_path / "nowhere"] * 3, CVParams(folds=3), "none")
+
+
+def write_label_fold(folder, k, folds, held, held_probs, val, val_probs):
+    """A multi-label fold (labels x, y): label sets as lists, probabilities per label."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"fold": k, "folds": folds, "active": True, "phases": ["head", "finetune"],
+            "classes": ["x", "y"], "n_heldout": len(held), "tta": "none"}
+    (folder / "metrics.json").write_text(json.dumps(info))
+    sets = [*val, *held]
+    table = cv_report.views_table(
+        [f"{k}/{i}" for i in range(len(sets))], [";".join(s) for s in sets],
+        ["val"] * len(val) + ["heldout"] * len(held),
+        [np.array([*val_probs, *held_probs])], ["x", "y"], label_sets=sets)
+    pq.write_table(table, folder / cv_report.VIEWS_FILE)
+
+
+def test_multilabel_folds_report_label_metrics_and_fallbacks(tmp_path):
+    val = [["x"], ["x", "y"], [], ["y"]]
+    val_probs = [[0.9, 0.2], [0.8, 0.7], [0.1, 0.3], [0.2, 0.9]]
+    dirs = [tmp_path / f"fold_{k}" for k in range(2)]
+    # fold 0: all right at 0.5 | fold 1: image 2 misses y (a Hamming error of 1 cell in 6)
+    write_label_fold(dirs[0], 0, 2, [["x"], ["y"], []], [[0.7, 0.1], [0.3, 0.8], [0.2, 0.1]],
+                     val, val_probs)
+    write_label_fold(dirs[1], 1, 2, [["x", "y"], ["x"], ["y"]],
+                     [[0.9, 0.6], [0.6, 0.2], [0.4, 0.4]], [["x"], [], ["x"], []],
+                     [[0.9, 0.1], [0.1, 0.2], [0.8, 0.3], [0.2, 0.1]])
+    report, rows, _, predictions = cv_report.build_report(
+        dirs, CVParams(folds=2), EvaluateParams(threshold=0.5, calibration="none"))
+    assert report["task"] == "multilabel" and report["threshold_fallbacks_by_fold"] == {}
+    assert [r["accuracy"] for r in rows] == pytest.approx([1.0, 2 / 3])  # the folds plot
+    hamming = report["multilabel"]["hamming_loss"]
+    assert hamming["values"] == pytest.approx([0.0, 1 / 6])
+    assert report["metrics"]["accuracy"]["values"] == pytest.approx([1.0, 2 / 3])
+    assert report["per_label"]["x"]["roc_auc"]["values"] == pytest.approx([1.0, 1.0])
+    assert set(report["per_label"]["y"]["pooled_oof"]) == {"roc_auc", "average_precision",
+                                                             "f1"}
+    assert predictions["predicted_labels"].to_pylist()[3:] == [["x", "y"], ["x"], []]
+    # a rule fitted on each fold's inner validation: fold 1's has no `y`, so that label's
+    # threshold falls back to 0.5, and the report names it
+    f1, *_ = cv_report.build_report(dirs, CVParams(folds=2),
+                                    EvaluateParams(threshold="f1", calibration="none"))
+    assert list(f1["threshold_fallbacks_by_fold"]) == [1]
+    assert list(f1["threshold_fallbacks_by_fold"][1]) == ["y"]

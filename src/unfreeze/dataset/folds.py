@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from sklearn.model_selection import StratifiedGroupKFold
 
 from unfreeze.config.errors import DataError
-from unfreeze.dataset.multisplit import assign_label_folds, carve_labels, multilabel, table_matrix
+from unfreeze.dataset.multisplit import assign_label_folds, carve_labels, table_matrix
+from unfreeze.dataset.rows import is_multilabel
 from unfreeze.dataset.splits import carve
 
 
@@ -49,7 +50,7 @@ def assign_folds(pool: pa.Table, folds: int, seed: int, grouped: bool) -> np.nda
     """Fold id (0 … folds-1) for every pool row: stratified by label, groups kept whole."""
     labels = pool["label"].to_pylist()
     groups = pool["group"].to_pylist()
-    if multilabel(pool):
+    if is_multilabel(pool):
         y, classes = table_matrix(pool)
         return assign_label_folds(y, np.asarray(groups, dtype=object), folds, seed, classes,
                                   grouped)
@@ -76,7 +77,7 @@ def fold_parts(table: pa.Table, k: int, val_fraction: float, seed: int
     held = table.take(np.flatnonzero(fold == k))
     rest = table.take(np.flatnonzero(fold != k))
     groups = np.asarray(rest["group"].to_pylist(), dtype=object)
-    if multilabel(rest):
+    if is_multilabel(rest):
         y, classes = table_matrix(rest)
         train_idx, val_idx = carve_labels(y, groups, val_fraction, seed + k, classes=classes,
                                           setting=f"cv.val={val_fraction} (fold {k})")

@@ -21,6 +21,7 @@ Rules, each checked per row (``row`` = 1-based data row; a CSV's line is row + 1
 
 from __future__ import annotations
 
+import csv as stdlib_csv
 import os
 from pathlib import Path
 
@@ -36,20 +37,21 @@ TRUE, FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
 def read_label_file(path: Path, params: DataParams) -> pa.Table:
-    """The label file as a table, its path and label columns as strings; errors name the file,
-    the missing column and the param that names it."""
+    """The label file as a table (a CSV's columns all as text: ``007`` stays ``007``); errors
+    name the file, the missing column or its wrong type, and the param that names it."""
     try:
         if path.suffix.lower() == ".csv":
             from pyarrow import csv
 
-            strings = {params.path_column: pa.string(), params.label_column: pa.string()}
+            with path.open(newline="", encoding="utf-8") as f:
+                header = next(stdlib_csv.reader(f), [])
             table = csv.read_csv(path, convert_options=csv.ConvertOptions(
-                column_types=strings, strings_can_be_null=False))
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False))
         else:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
         raise DataError(f"data.source: cannot read label file {path}: {exc}") from None
     wanted = [("path_column", params.path_column)]
     wanted += ([("multilabel_columns", c) for c in params.multilabel_columns]
@@ -58,6 +60,16 @@ def read_label_file(path: Path, params: DataParams) -> pa.Table:
         if column not in table.column_names:
             raise DataError(f"{path}: no column {column!r} (data.{key}); the file has "
                             f"{', '.join(table.column_names)}: set data.{key} to one of them")
+        kind = table.schema.field(column).type
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        listed = pa.types.is_list(kind) and pa.types.is_string(kind.value_type)
+        fine = {"path_column": text, "label_column": text or listed or pa.types.is_null(kind),
+                "multilabel_columns": not (pa.types.is_floating(kind) or pa.types.is_nested(
+                    kind))}[key]
+        if not fine:
+            raise DataError(f"{path}: column {column!r} (data.{key}) holds {kind} values; "
+                            "paths and labels must be text (labels: a list of text too), "
+                            "0/1 columns integers, booleans or text")
     return table
 
 
@@ -92,7 +104,8 @@ def _candidate(row: int, rec: dict, root: Path, params: DataParams, multilabel: 
     extra = [("row", row), *((name, rec[name]) for name in extra_names if name != "group")]
     if multilabel:
         extra.append(("labels", labels))
-    label = params.label_separator.join(labels) if multilabel else (labels[0] if labels else "")
+    label = ";".join(labels) if multilabel else (labels[0] if labels else "")  # ";": as
+    # every report and prediction joins a label set
     group = rec.get("group")
     return Candidate(path=rel, label=label, group=None if group is None else str(group),
                      extra=tuple(extra), problem=f"row {row}: {problem}" if problem else "")
@@ -106,8 +119,12 @@ def _relative(value: object, root: Path) -> tuple[str, str]:
     full = Path(os.path.normpath(root / text))  # absolute `text` replaces root here
     try:
         rel = full.relative_to(root).as_posix()
-    except ValueError:
-        return text, f"path {text!r} lies outside the data root {root} (data.root)"
+    except ValueError:  # an absolute path through a symlink (/data -> /mnt/data) may be in
+        try:
+            full = Path(os.path.realpath(full))
+            rel = full.relative_to(root).as_posix()
+        except ValueError:
+            return text, f"path {text!r} lies outside the data root {root} (data.root)"
     if not full.is_file() and not full.is_symlink():
         return rel, f"no such file: {full}"
     return rel, ""
@@ -125,6 +142,8 @@ def _labels(rec: dict, params: DataParams, multilabel: bool) -> tuple[list[str],
                 labels.append(column)
         return sorted(labels), ""
     value = rec.get(params.label_column)
+    if isinstance(value, list):  # a Parquet list<string> column: the labels themselves
+        value = params.label_separator.join(x for x in value if x)
     if multilabel and ";" in str(value or "") and params.label_separator != ";":
         return [], (f"a label in {value!r} holds `;`, which joins label sets in the reports "
                     "and predictions; rename the label")
@@ -132,6 +151,14 @@ def _labels(rec: dict, params: DataParams, multilabel: bool) -> tuple[list[str],
     if not multilabel:
         return ([text], "") if text else ([], f"empty label in column {params.label_column!r}")
     return sorted({p.strip() for p in text.split(params.label_separator) if p.strip()}), ""
+
+
+def listed_paths(path: Path, root: Path, params: DataParams) -> list[str]:
+    """The image paths (relative to ``root``) a label file's rows name, bad rows left out:
+    what the `source` stage fingerprints."""
+    table = read_label_file(path, params)
+    rels = (_relative(value, root) for value in table[params.path_column].to_pylist())
+    return sorted({rel for rel, problem in rels if rel and not problem.startswith("path ")})
 
 
 def check_duplicate_paths(path: Path, candidates: list[Candidate]) -> None:

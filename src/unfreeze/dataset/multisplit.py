@@ -23,7 +23,6 @@ label. Deterministic for a seed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,29 +31,16 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStrati
 
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import SplitParams
-from unfreeze.dataset.rows import is_multilabel, label_matrix
+from unfreeze.dataset.rows import class_names, label_matrix
 
 SEED_TRIES = 5  # seed variations a carve or a fold assignment tries before giving up
 SHUFFLE_DRAWS = 4  # shuffle-split draws per seed, tried before the k-fold candidates
 MIN_UNITS = 3  # every label needs a positive group in train, val and test
 
 
-def multilabel(table: pa.Table) -> bool:
-    """Whether a manifest, splits or folds table is multi-label (metadata or ``labels`` column)."""
-    return is_multilabel(table) or "labels" in table.column_names
-
-
-def vocabulary(table: pa.Table) -> list[str]:
-    """The label vocabulary: metadata ``classes`` when recorded, else the labels present."""
-    stored = (table.schema.metadata or {}).get(b"classes")
-    if stored:
-        return list(json.loads(stored))
-    return sorted({name for names in table["labels"].to_pylist() for name in names})
-
-
 def table_matrix(table: pa.Table) -> tuple[np.ndarray, list[str]]:
     """The (n, L) boolean multi-hot matrix of a multi-label table, and its label names."""
-    classes = vocabulary(table)
+    classes = class_names(table)
     return label_matrix(table["labels"].to_pylist(), classes).astype(bool), classes
 
 

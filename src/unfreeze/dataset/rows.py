@@ -74,8 +74,10 @@ def load_splits(path: str | Path, cwd: str | Path = ".") -> tuple[pa.Table, Path
 
 
 def is_multilabel(table: pa.Table) -> bool:
-    """Whether a manifest, splits or folds table is of a multi-label task (its metadata)."""
-    return (table.schema.metadata or {}).get(b"task", b"") == b"multilabel"
+    """Whether a manifest, splits, folds or views table is of a multi-label task: its
+    metadata says so, or it has the ``labels`` (label set) column."""
+    return ((table.schema.metadata or {}).get(b"task", b"") == b"multilabel"
+            or "labels" in table.column_names)
 
 
 def class_names(table: pa.Table) -> list[str]:
@@ -85,6 +87,8 @@ def class_names(table: pa.Table) -> list[str]:
     stored = (table.schema.metadata or {}).get(b"classes")
     if stored:
         return list(json.loads(stored))
+    if "labels" in table.column_names:  # multi-label without metadata: the labels present
+        return sorted({name for names in table["labels"].to_pylist() for name in names})
     return sorted(set(table["label"].to_pylist()))
 
 
@@ -108,7 +112,7 @@ def rows_of(table: pa.Table, root: Path, classes: list[str]) -> Rows:
     """Paths (checked to lie under ``root``), label indices into ``classes`` (multi-label: the
     multi-hot matrix) and sha256 keys."""
     paths = list(iter_paths(root, table["path"].to_pylist()))
-    if "labels" in table.column_names:
+    if is_multilabel(table):
         labels = label_matrix(table["labels"].to_pylist(), classes)
     else:
         index = {name: i for i, name in enumerate(classes)}

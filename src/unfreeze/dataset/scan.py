@@ -225,12 +225,14 @@ def check_label_conflicts(records: list[Record]) -> None:
                         f"different classes: {shown}; remove or relabel them")
 
 
-def check_classes(counts: dict[str, int], minimum: int = 3) -> None:
-    """Stop when fewer than 2 classes remain or a class has fewer than ``minimum`` images."""
+def check_classes(counts: dict[str, int], minimum: int = 3,
+                  where: str = "each class is a subfolder of data.source") -> None:
+    """Stop when fewer than 2 classes remain or a class has fewer than ``minimum`` images;
+    ``where`` says where classes come from."""
     if len(counts) < 2:
         raise DataError(
             f"need at least 2 classes with usable images, found {len(counts)}: "
-            f"{counts or 'none'}; each class is a subfolder of data.source"
+            f"{counts or 'none'}; {where}"
         )
     check_minimum(counts, minimum, "class", "small classes")
 
@@ -287,7 +289,10 @@ def scan(params: DataParams, cwd: str | Path = ".", progress: bool = True,
             f"{first['path']}: {first['reason']} (set data.on_bad_file: skip to skip and report)"
         )
     if not multilabel:
-        check_classes(report["classes"])
+        check_classes(report["classes"], where=(
+            f"classes are the values of column {params.label_column!r} (data.label_column) "
+            f"of {params.source}" if params.is_label_file
+            else "each class is a subfolder of data.source"))
         return manifest_table(candidates, records, params), report
     counts = label_counts(candidates, records)
     report |= {"task": "multilabel", "label_sets": report["classes"], "classes": counts,

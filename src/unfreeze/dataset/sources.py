@@ -22,10 +22,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from unfreeze.config.errors import DataError
+from unfreeze.config.params import LABEL_FILE_SUFFIXES
 from unfreeze.io import sha256_file
 
 ELPV = "elpv"
@@ -74,7 +77,7 @@ def resolve_root(source: str, cwd: str | Path = ".", root: str | None = None) ->
 
 def is_label_file(source: str) -> bool:
     """Whether ``data.source`` names a label file (``.csv`` or ``.parquet``)."""
-    return source.lower().endswith((".csv", ".parquet"))
+    return source.lower().endswith(LABEL_FILE_SUFFIXES)
 
 
 def label_file(source: str, cwd: str | Path = ".") -> Path:
@@ -204,16 +207,31 @@ def listing(root: str | Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def fingerprint(root: str | Path, known: dict[str, list] | None = None
-                ) -> tuple[dict, dict[str, list]]:
+def listed(root: str | Path, rel_paths: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """As :func:`listing`, for the files ``rel_paths`` only (a label file's rows): the ones
+    that exist, each stat'ed once."""
+    out: dict[str, tuple[int, int]] = {}
+    for rel in rel_paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(os.path.join(root, rel))
+            if stat.S_ISREG(st.st_mode):
+                out[rel] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def fingerprint(root: str | Path, known: dict[str, list] | None = None,
+                only: Iterable[str] | None = None) -> tuple[dict, dict[str, list]]:
     """What the data under ``root`` is: the sha256 of every file's relative path and content
     hash, plus file count and bytes. ``known`` (path → [size, mtime_ns, sha256], from the
     previous call) spares reading a file whose size and mtime did not change; the second
-    value is the table to keep for the next call."""
+    value is the table to keep for the next call. ``only``: those files (relative paths)
+    instead of every file under ``root`` — a label file's images, not the folder it lies in
+    (which may hold the pipeline's own outputs)."""
     known = known or {}
     table: dict[str, list] = {}
     digest = hashlib.sha256()
-    for rel, (size, mtime) in sorted(listing(root).items()):
+    files = listing(root) if only is None else listed(root, only)
+    for rel, (size, mtime) in sorted(files.items()):
         old = known.get(rel)
         sha = old[2] if old and old[0] == size and old[1] == mtime else sha256_file(
             Path(root) / rel)

@@ -19,10 +19,10 @@ from unfreeze.config.errors import DataError
 from unfreeze.config.params import SplitParams
 from unfreeze.dataset.multisplit import (
     assign_label_splits,
-    multilabel,
     rare_label_warnings,
     table_matrix,
 )
+from unfreeze.dataset.rows import is_multilabel
 
 SPLITS = ("train", "val", "test")
 NO_FOLD = -1
@@ -109,7 +109,7 @@ def split_table(manifest_ok: pa.Table, params: SplitParams, seed: int) -> pa.Tab
     """
     labels = manifest_ok["label"].to_pylist()
     groups = group_ids(manifest_ok, params.group_by)
-    if multilabel(manifest_ok):
+    if is_multilabel(manifest_ok):
         y, classes = table_matrix(manifest_ok)
         splits = assign_label_splits(y, groups, params, seed, classes)
         extra = {"labels": manifest_ok["labels"].cast(pa.list_(pa.string()))}
@@ -130,7 +130,7 @@ def split_table(manifest_ok: pa.Table, params: SplitParams, seed: int) -> pa.Tab
 def summarize_splits(table: pa.Table, params: SplitParams | None = None) -> dict:
     """Counts per split and class, and the fraction of images in each split (multi-label:
     positives per label and split, warnings on labels too rare for the fractions)."""
-    if multilabel(table):
+    if is_multilabel(table):
         return summarize_label_splits(table, params)
     rows = list(zip(table["split"].to_pylist(), table["label"].to_pylist(), strict=True))
     total = len(rows)

@@ -15,15 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from unfreeze.config.params import METRIC_NAMES, Params
-from unfreeze.evaluation.caveats import caveats
+from unfreeze.evaluation.caveats import HEADLINE_MEANING, caveats
 from unfreeze.io import read_json
 
 CARD_FILE = "MODEL_CARD.md"
 FEW_TEST_IMAGES = 30  # a class with fewer test images has wide per-class intervals
-MEANING = ("Multi-label: each label is decided on its own. accuracy = subset accuracy (exact "
-           "label set); balanced_accuracy, precision, recall, f1 = macro means over labels; "
-           "roc_auc = macro ROC-AUC, average_precision = mAP, over the labels with both classes "
-           "in the test set.")
 SOURCES = {"data": "prepare/data.json", "split": "split/split.json",
            "head": "head/metrics.json", "finetune": "finetune/metrics.json",
            "test": "evaluate/metrics.json", "cv": "cv/metrics.json"}
@@ -144,7 +140,7 @@ def _test(test: dict) -> list[str]:
             "stopping or the operating point; 95% intervals from "
             f"{(test.get('bootstrap') or {}).get('resamples', 0)} "
             f"{'label-set' if multilabel else 'class'}-stratified bootstrap "
-            "resamples.", "", *([MEANING, ""] if multilabel else []),
+            "resamples.", "", *([HEADLINE_MEANING, ""] if multilabel else []),
             "| metric | value | 95% CI |", "|---|---|---|", *rows, "",
             *(_label_test(test) if multilabel else [])]
 

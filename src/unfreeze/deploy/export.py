@@ -110,10 +110,14 @@ def run_tflite(content: bytes, images: np.ndarray, batch_size: int) -> np.ndarra
 def parity(reference: np.ndarray, other: np.ndarray, y_true: np.ndarray,
            point: OperatingPoint) -> tuple[float, float]:
     """(max |probability difference|, accuracy drop) of ``other`` against ``reference``
-    (multi-label: the accuracy of each (image, label) decision)."""
+    (multi-label: subset accuracy, an image right when its whole label set is)."""
     diff = float(np.abs(reference.astype(np.float64) - other).max()) if len(other) else 0.0
-    accuracy = [float(np.mean(decide_classes(p, point) == y_true)) if len(y_true) else 0.0
-                for p in (reference, other)]
+
+    def right(p: np.ndarray) -> np.ndarray:
+        same = decide_classes(p, point) == y_true
+        return same.all(axis=1) if same.ndim == 2 else same
+
+    accuracy = [float(np.mean(right(p))) if len(y_true) else 0.0 for p in (reference, other)]
     return diff, accuracy[0] - accuracy[1]
 
 

@@ -177,6 +177,7 @@ def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | No
     multi-label model explains ``label`` (default: each image's most probable label) and
     names the decided labels. Returns the grid, per file "" or why it was skipped, and per
     file what predict names (or None)."""
+    check_label(saved, label)  # before any image is decoded
     images, errors = decode_inputs(files, saved.image_size)
     good = [i for i, error in enumerate(errors) if not error]
     if not good:
@@ -195,16 +196,20 @@ def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | No
     return plot_grid(out, images.astype(np.float32), heat, titles), errors, named
 
 
+def check_label(saved: SavedModel, label: str | None) -> None:
+    """``--label`` names one of a multi-label model's labels, or is not given."""
+    if label is not None and (not saved.multilabel or label not in saved.classes):
+        raise PredictError(f"--label {label!r}: " + (
+            f"not one of the model's labels ({', '.join(saved.classes)})"
+            if saved.multilabel else "only for multi-label models (this one decides "
+            "one class per image: the heatmap explains it)"))
+
+
 def _explained(saved: SavedModel, probs: np.ndarray, decisions: np.ndarray,
                label: str | None) -> np.ndarray:
     """The output each image's heatmap explains: the decided class; multi-label, ``label``
     or the most probable label."""
     if label is not None:
-        if not saved.multilabel or label not in saved.classes:
-            raise PredictError(f"--label {label!r}: " + (
-                f"not one of the model's labels ({', '.join(saved.classes)})"
-                if saved.multilabel else "only for multi-label models (this one decides "
-                "one class per image: the heatmap explains it)"))
         return np.full(len(probs), saved.classes.index(label))
     return probs.argmax(axis=1) if saved.multilabel else decisions
 

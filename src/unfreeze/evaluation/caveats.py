@@ -5,6 +5,13 @@ summary and the model card. Pure functions of the metrics dicts the stages write
 
 from __future__ import annotations
 
+# what the headline names mean for a multi-label task, said once for the report and the card
+HEADLINE_MEANING = ("Multi-label: each label is decided on its own. accuracy = subset accuracy "
+                    "(exact label set); balanced_accuracy = mean over labels of (TPR + TNR) / "
+                    "2; precision, recall, f1 = macro means over labels; roc_auc = macro "
+                    "ROC-AUC over the labels with both classes in the test set; "
+                    "average_precision = mAP.")
+
 
 def caveats(test: dict, cv: dict) -> list[str]:
     """Plain sentences from ``reports/evaluate/metrics.json`` and ``reports/cv/metrics.json``

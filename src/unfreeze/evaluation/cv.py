@@ -14,7 +14,13 @@ import numpy as np
 
 from unfreeze.config.params import Params
 from unfreeze.dataset.folds import fold_parts
-from unfreeze.dataset.rows import TrainingData, class_names, load_splits, rows_of
+from unfreeze.dataset.rows import (
+    TrainingData,
+    class_names,
+    is_multilabel,
+    load_splits,
+    rows_of,
+)
 from unfreeze.evaluation.cv_report import VIEWS_FILE, views_table
 from unfreeze.evaluation.inference import predict_views
 from unfreeze.io import write_json, write_parquet
@@ -54,7 +60,7 @@ def cross_validate_fold(params: Params, folds_path: Path, k: int, out_dir: Path,
     inner, rows = data.val, rows_of(held, root, classes)
     val_views = predict_views(model, inner.paths, size, batch, inner.keys, tta)
     held_views = predict_views(model, rows.paths, size, batch, rows.keys, tta)
-    multilabel = "labels" in table.column_names
+    multilabel = is_multilabel(table)
     write_parquet(out_dir / VIEWS_FILE, views_table(
         [*val_rows["path"].to_pylist(), *held["path"].to_pylist()],
         [*val_rows["label"].to_pylist(), *held["label"].to_pylist()],

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from unfreeze.config.errors import DataError, ParamsError
 from unfreeze.config.params import METRIC_NAMES, CVParams, EvaluateParams
-from unfreeze.dataset.rows import label_matrix
+from unfreeze.dataset.rows import is_multilabel, label_matrix
 from unfreeze.evaluation.calibrate import at_operating_point, is_degenerate
 from unfreeze.evaluation.metrics import (
     compute_metrics,
@@ -68,7 +68,7 @@ def build_report(fold_dirs: list[Path], params: CVParams, evaluate: EvaluatePara
     tables = [read_parquet(fold_dirs[k] / VIEWS_FILE) for k in range(params.folds)]
     labels = [label for t in tables for label, part in zip(
         t["label"].to_pylist(), t["part"].to_pylist(), strict=True) if part == "heldout"]
-    multilabel = "labels" in tables[0].column_names
+    multilabel = is_multilabel(tables[0])
     positive = None if multilabel else positive_class(labels, classes, evaluate.positive_class)
     pos = classes.index(positive) if positive else None
     metrics, points, pooled = [], [], []
@@ -87,8 +87,8 @@ def build_report(fold_dirs: list[Path], params: CVParams, evaluate: EvaluatePara
         points.append({"fold": k, "threshold": point.threshold,
                        "temperature": point.temperature,
                        "degenerate": is_degenerate(y, y_pred)}
-                      | ({"thresholds": point.thresholds, "temperatures": point.temperatures}
-                         if point.multilabel else {}))
+                      | ({"thresholds": point.thresholds, "temperatures": point.temperatures,
+                          "fallbacks": point.fallbacks} if point.multilabel else {}))
         pooled.append(predictions_table(paths, y, calibrated, classes, y_pred).append_column(
             "fold", pa.array([k] * len(paths), pa.int32())))
     table = pa.concat_tables(pooled)
@@ -110,10 +110,27 @@ def build_report(fold_dirs: list[Path], params: CVParams, evaluate: EvaluatePara
         "pooled_oof": {k: pooled_m[k] for k in ("n_test", *METRIC_NAMES) if k in pooled_m},
     }
     report["pooled_oof"]["n_oof"] = report["pooled_oof"].pop("n_test")
+    if multilabel:
+        report |= multilabel_summary(metrics, pooled_m, points)
     fold_rows = [{"fold": k, **{m: metrics[k].get(m) for m in METRIC_NAMES}}
                  for k in range(params.folds)]
     roc, _ = curve_rows(y, probs, classes, positive)
     return report, fold_rows, roc, table
+
+
+def multilabel_summary(metrics: list[dict], pooled: dict, points: list[dict]) -> dict:
+    """Multi-label CV extras: Hamming loss, subset accuracy, micro/macro F1 and mAP over the
+    folds; each label's ROC-AUC, AP and F1 over the folds and pooled; the labels whose
+    threshold fell back to 0.5 in some fold."""
+    labels = list(pooled["per_label"])
+    per_label = {name: aggregate([m["per_label"][name] for m in metrics],
+                                 ("roc_auc", "average_precision", "f1")) for name in labels}
+    for name in labels:
+        per_label[name]["pooled_oof"] = {k: pooled["per_label"][name][k]
+                                         for k in ("roc_auc", "average_precision", "f1")}
+    fallbacks = {p["fold"]: p["fallbacks"] for p in points if p.get("fallbacks")}
+    return {"task": "multilabel", "multilabel": aggregate(metrics, MULTILABEL_EXTRAS),
+            "per_label": per_label, "threshold_fallbacks_by_fold": fallbacks}
 
 
 def _estimates(phases: tuple[str, ...]) -> str:
@@ -127,7 +144,7 @@ def _estimates(phases: tuple[str, ...]) -> str:
 def _pooled_arrays(table: pa.Table, classes: list[str]
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     probs = np.stack([table[f"prob_{c}"].to_numpy() for c in classes], axis=1)
-    if "labels" in table.column_names:  # multi-label
+    if is_multilabel(table):  # multi-label
         return (label_matrix(table["labels"].to_pylist(), classes), probs,
                 label_matrix(table["predicted_labels"].to_pylist(), classes).astype(int))
     index = {c: i for i, c in enumerate(classes)}
@@ -173,11 +190,14 @@ def t_quantile_975(dof: int) -> float:
     return float(t.ppf(0.975, dof))
 
 
-def aggregate(fold_metrics: list[dict]) -> dict:
+MULTILABEL_EXTRAS = ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1", "map")
+
+
+def aggregate(fold_metrics: list[dict], names: tuple[str, ...] = METRIC_NAMES) -> dict:
     """Per metric: per-fold values, mean, sample std and a 95% t-interval of the mean."""
     out = {}
     n = len(fold_metrics)
-    for name in METRIC_NAMES:
+    for name in names:
         values = [m.get(name) for m in fold_metrics]
         if any(v is None for v in values):
             out[name] = {"values": values, "mean": None, "std": None, "ci95": None}
@@ -217,7 +237,7 @@ def read_views(table: pa.Table, classes: list[str], part: str
     n_views = sum(1 for c in rows.column_names if c.startswith(f"prob_{classes[0]}@"))
     probs = np.mean([np.stack([rows[f"prob_{c}@{j}"].to_numpy() for c in classes], axis=1)
                      for j in range(n_views)], axis=0)
-    if "labels" in rows.column_names:
+    if is_multilabel(rows):
         return rows["path"].to_pylist(), label_matrix(rows["labels"].to_pylist(), classes), probs
     labels = np.asarray([index[v] for v in rows["label"].to_pylist()])
     return rows["path"].to_pylist(), labels, probs

@@ -42,7 +42,7 @@ from unfreeze.evaluation.metrics import (
 from unfreeze.evaluation.multilabel import label_confusion_pairs
 from unfreeze.evaluation.plots import plot_reliability, plot_test_pngs
 from unfreeze.io import write_csv, write_json, write_parquet
-from unfreeze.training.artifacts import MODEL_FILE, load_model
+from unfreeze.training.artifacts import MODEL_FILE, check_task_match, load_model
 from unfreeze.training.inputs import load_images
 
 BOOTSTRAP_SEED = 0  # fixed: the interval of the same predictions never moves
@@ -75,11 +75,14 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     confusion/roc/pr/reliability CSV + PNG and gradcam.png.
     """
     table, val, test, classes, image_size = evaluation_rows(splits_path, model_dir)
+    multilabel = test.labels.ndim == 2
+    if multilabel:
+        gradcam_labels(params, classes)  # a bad label stops here, before any work
     model = load_model(model_dir / MODEL_FILE)
+    check_task_match(model, test.labels, model_dir)
     val_probs = predict(model, val.paths, image_size, params.batch_size, val.keys, params.tta)
     views = predict_views(model, test.paths, image_size, params.batch_size, test.keys,
                           params.tta)
-    multilabel = test.labels.ndim == 2
     positive = (None if multilabel else
                 positive_class(training_labels(table), classes, params.positive_class))
     pos = classes.index(positive) if positive else None
@@ -87,28 +90,8 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
     point, probs, y_pred = at_operating_point(val.labels, val_probs, raw[params.tta], classes,
                                               pos, params.threshold, params.calibration,
                                               params.tta)
-    by_tta = {k: calibrate_probs(v, point) for k, v in raw.items()}
-    metrics = compute_metrics(test.labels, probs, classes, positive, y_pred)
-    if params.bootstrap:
-        metrics["ci95"] = metric_intervals(test.labels, probs, y_pred, classes, positive,
-                                           params.bootstrap, BOOTSTRAP_SEED)
-        metrics["bootstrap"] = {"resamples": params.bootstrap, "seed": BOOTSTRAP_SEED,
-                                "level": LEVEL, "method": "percentile, "
-                                f"{'label-set' if multilabel else 'class'}-stratified, "
-                                "over test images, operating point fixed"}
-    metrics |= {"degenerate": is_degenerate(test.labels, y_pred), "threshold": point.threshold,
-                "threshold_rule": point.threshold_rule,
-                "temperature": point.temperature, "tta": params.tta, "n_val": len(val.paths),
-                "ece": expected_calibration_error(test.labels, probs),
-                "ece_uncalibrated": expected_calibration_error(test.labels, raw[params.tta]),
-                "compare": compare_settings(test.labels, by_tta, point, positive,
-                                            params.bootstrap),
-                "leakage_checks": leakage_checks(table)}
-    if multilabel:
-        metrics |= {"task": "multilabel", "thresholds": dict(zip(classes, point.thresholds,
-                                                                 strict=True)),
-                    "temperatures": dict(zip(classes, point.temperatures, strict=True)),
-                    "threshold_fallbacks": point.fallbacks}
+    metrics = test_metrics(params, test.labels, probs, y_pred, raw, point, positive) | {
+        "n_val": len(val.paths), "leakage_checks": leakage_checks(table)}
     rel_paths = table.filter(is_split(table, "test"))["path"].to_pylist()
     write_parquet(out_dir / "predictions.parquet",
                   predictions_table(rel_paths, test.labels, probs, classes, y_pred))
@@ -123,6 +106,44 @@ def evaluate_on_test(params: EvaluateParams, splits_path: Path, model_dir: Path,
                point.as_dict() | {"image_size": image_size, "fitted_on": "val"})
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def test_metrics(params: EvaluateParams, y_true: np.ndarray, probs: np.ndarray,
+                 y_pred: np.ndarray, raw: dict[str, np.ndarray], point: OperatingPoint,
+                 positive: str | None) -> dict:
+    """The test numbers at ``point``: headline metrics and their bootstrap intervals, every
+    TTA × threshold setting, calibration errors; multi-label, each label's point."""
+    multilabel = y_true.ndim == 2
+    metrics = compute_metrics(y_true, probs, point.classes, positive, y_pred)
+    if params.bootstrap:
+        metrics["ci95"] = metric_intervals(y_true, probs, y_pred, point.classes, positive,
+                                           params.bootstrap, BOOTSTRAP_SEED)
+        metrics["bootstrap"] = {"resamples": params.bootstrap, "seed": BOOTSTRAP_SEED,
+                                "level": LEVEL, "method": "percentile, "
+                                f"{'label-set' if multilabel else 'class'}-stratified, "
+                                "over test images, operating point fixed"}
+    by_tta = {k: calibrate_probs(v, point) for k, v in raw.items()}
+    metrics |= {"degenerate": is_degenerate(y_true, y_pred), "threshold": point.threshold,
+                "threshold_rule": point.threshold_rule,
+                "temperature": point.temperature, "tta": params.tta,
+                "ece": expected_calibration_error(y_true, probs),
+                "ece_uncalibrated": expected_calibration_error(y_true, raw[params.tta]),
+                "compare": compare_settings(y_true, by_tta, point, positive, params.bootstrap)}
+    if multilabel:
+        metrics |= {"task": "multilabel",
+                    "thresholds": dict(zip(point.classes, point.thresholds, strict=True)),
+                    "temperatures": dict(zip(point.classes, point.temperatures, strict=True)),
+                    "threshold_fallbacks": point.fallbacks}
+    return metrics
+
+
+def gradcam_labels(params: EvaluateParams, classes: list[str]) -> list[int]:
+    """The labels a multi-label Grad-CAM explains: ``evaluate.gradcam_label``, or each."""
+    chosen = params.gradcam_label
+    if chosen is not None and chosen not in classes:
+        raise ParamsError(f"params: `evaluate.gradcam_label` must be one of the task's labels "
+                          f"({', '.join(classes)}), got {chosen!r}")
+    return [classes.index(chosen)] if chosen else list(range(len(classes)))
 
 
 def _write_plots(out_dir: Path, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray,
@@ -159,12 +180,8 @@ def _write_label_gradcam(path: Path, model, test: Rows, rel_paths: list[str],
                          image_size: int, params: EvaluateParams) -> None:
     """Multi-label Grad-CAM: per label (``evaluate.gradcam_label``, or each), images it
     found, missed and raised falsely, each explained for that label."""
-    chosen = params.gradcam_label
-    if chosen is not None and chosen not in classes:
-        raise ParamsError(f"params: `evaluate.gradcam_label` must be one of the task's labels "
-                          f"({', '.join(classes)}), got {chosen!r}")
-    labels = [classes.index(chosen)] if chosen else list(range(len(classes)))
-    pairs = sample_label_gradcam(test.labels, y_pred, probs, labels, params.gradcam)
+    pairs = sample_label_gradcam(test.labels, y_pred, probs, gradcam_labels(params, classes),
+                                 params.gradcam)
     rows = [r for r, _ in pairs]
     images = load_images([test.paths[i] for i in rows], image_size)
     heat = (gradcam(model, images, np.asarray([k for _, k in pairs]))[0] if pairs

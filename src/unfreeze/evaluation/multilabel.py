@@ -19,8 +19,9 @@ Pure functions of ``y_true`` (n, L) 0/1, ``probs`` (n, L) independent per-label 
   - ``roc_auc``: macro ROC-AUC over the labels with both classes present (None if none has);
   - ``average_precision``: mAP, mean average precision over those labels.
 - **Bootstrap**: images resampled with replacement within each label set (the distinct rows
-  of ``y_true``), so every resample keeps every label's count and each label's AUC stays
-  defined wherever it is defined on the whole set.
+  of ``y_true``) held by at least 5 images, the rarer sets pooled into one stratum
+  (:func:`~unfreeze.evaluation.bootstrap.stratified_resamples`): the common sets keep their
+  counts, and a set of one image still varies.
 """
 
 from __future__ import annotations

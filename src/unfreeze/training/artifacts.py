@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from unfreeze.config.errors import DataError
 from unfreeze.config.params import PhaseParams
@@ -41,6 +42,19 @@ def phase_meta(classes: list[str], image_size: int, source: str, phase: str,
     """Metadata saved beside the model: what it predicts and how it was trained."""
     return {"classes": classes, "image_size": image_size, "source": source, "phase": phase,
             "phase_params": asdict(phase_params), "training": summary}
+
+
+def check_task_match(model: keras.Model, labels: np.ndarray, where: Path) -> None:
+    """Stop when a saved model's head (softmax: one class; sigmoids: a label set) is not the
+    task of the splits' labels (integers, or multi-hot rows)."""
+    from unfreeze.training.model import is_multilabel
+
+    ours, theirs = is_multilabel(model), labels.ndim == 2
+    if ours != theirs:
+        kinds = {True: "multilabel", False: "multiclass"}
+        raise DataError(f"{where}: the model is {kinds[ours]} (its head) but the splits hold a "
+                        f"{kinds[theirs]} task; rerun the earlier stages (`dvc repro`) after "
+                        "changing `task`")
 
 
 def check_classes_match(model_classes: list[str], data_classes: list[str], where: Path) -> None:

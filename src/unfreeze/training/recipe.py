@@ -21,6 +21,7 @@ from unfreeze.training.activations import views_of
 from unfreeze.training.artifacts import (
     MODEL_FILE,
     check_classes_match,
+    check_task_match,
     load_model,
     phase_meta,
     read_meta,
@@ -146,6 +147,7 @@ def train_finetune(params: Params, splits: Path, head_dir: Path, model_dir: Path
     data = training_rows(table, root)
     check_classes_match(head_meta["classes"], data.classes, head_dir)
     model = load_for_training(params, head_dir / MODEL_FILE)
+    check_task_match(model, data.train.labels, head_dir)
     backup = (Backup.for_phase(backup_dir, params, FINETUNE_SECTIONS,
                                (splits, head_dir / MODEL_FILE)) if backup_dir else None)
     model, summary = phase_two(params, model, data, report_dir, backup)
