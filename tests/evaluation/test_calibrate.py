@@ -78,3 +78,16 @@ def test_operating_point_threshold_decides_binary_and_argmax_multiclass():
     multi = fit_operating_point(np.array([0, 2, 1]), three, ["a", "b", "c"], None, "f1",
                                 "temperature", "none")
     assert multi.threshold is None and decide_classes(three, multi).tolist() == [0, 2, 1]
+
+
+def test_a_point_stores_its_per_label_fields_only_when_multilabel():
+    from unfreeze.evaluation.calibrate import OperatingPoint
+
+    binary = OperatingPoint(["a", "b"], "b", 0.3, "f1", 1.2, "none")
+    assert set(binary.as_dict()) == {"classes", "positive_class", "threshold",
+                                     "threshold_rule", "temperature", "tta"}
+    labels = OperatingPoint(["a", "b"], None, None, "f1 (per label)", 1.0, "none",
+                            thresholds=[0.4, 0.6], temperatures=[1.0, 2.0], fallbacks={})
+    for point in (binary, labels):
+        assert OperatingPoint.from_dict(point.as_dict()) == point
+    assert OperatingPoint.from_dict(labels.as_dict()).multilabel

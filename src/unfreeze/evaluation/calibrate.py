@@ -49,8 +49,13 @@ class OperatingPoint:
         return self.thresholds is not None
 
     def as_dict(self) -> dict:
-        """As stored in operating_point.json and an exported meta.json."""
-        return asdict(self)
+        """As stored in operating_point.json and an exported meta.json (the per-label fields
+        only for a multi-label point)."""
+        out = asdict(self)
+        if not self.multilabel:
+            for key in ("thresholds", "temperatures", "fallbacks"):
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> OperatingPoint:
