@@ -20,7 +20,6 @@ def run(args: Namespace) -> None:
     params = args.params
     manifest = read_parquet(args.manifest)
     table = split_table(ok_rows(manifest), params.split, params.seed)
-    table = table.replace_schema_metadata(manifest.schema.metadata)
     write_parquet(args.splits, table)
     summary = summarize_splits(table, params.split)
     write_json(args.report, summary)

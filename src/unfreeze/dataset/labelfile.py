@@ -112,22 +112,28 @@ def _candidate(row: int, rec: dict, root: Path, params: DataParams, multilabel: 
 
 
 def _relative(value: object, root: Path) -> tuple[str, str]:
-    """(posix path relative to ``root``, problem or "")."""
+    """(posix path relative to ``root``, problem or ""): :func:`_inside`, then the file must
+    exist."""
+    rel, problem = _inside(value, root)
+    if not problem and not (root / rel).is_file() and not (root / rel).is_symlink():
+        return rel, f"no such file: {root / rel}"
+    return rel, problem
+
+
+def _inside(value: object, root: Path) -> tuple[str, str]:
+    """(posix path relative to ``root``, problem or "") of a path cell, without touching the
+    file: empty, or outside the root (an absolute path through a symlinked folder, /data ->
+    /mnt/data, counts as inside when it resolves there)."""
     text = "" if value is None else str(value).strip()
     if not text:
         return "", "empty path"
     full = Path(os.path.normpath(root / text))  # absolute `text` replaces root here
-    try:
-        rel = full.relative_to(root).as_posix()
-    except ValueError:  # an absolute path through a symlink (/data -> /mnt/data) may be in
+    for candidate in (full, Path(os.path.realpath(full))):
         try:
-            full = Path(os.path.realpath(full))
-            rel = full.relative_to(root).as_posix()
+            return candidate.relative_to(root).as_posix(), ""
         except ValueError:
-            return text, f"path {text!r} lies outside the data root {root} (data.root)"
-    if not full.is_file() and not full.is_symlink():
-        return rel, f"no such file: {full}"
-    return rel, ""
+            continue
+    return text, f"path {text!r} lies outside the data root {root} (data.root)"
 
 
 def _labels(rec: dict, params: DataParams, multilabel: bool) -> tuple[list[str], str]:
@@ -157,8 +163,8 @@ def listed_paths(path: Path, root: Path, params: DataParams) -> list[str]:
     """The image paths (relative to ``root``) a label file's rows name, bad rows left out:
     what the `source` stage fingerprints."""
     table = read_label_file(path, params)
-    rels = (_relative(value, root) for value in table[params.path_column].to_pylist())
-    return sorted({rel for rel, problem in rels if rel and not problem.startswith("path ")})
+    rels = (_inside(value, root) for value in table[params.path_column].to_pylist())
+    return sorted({rel for rel, problem in rels if not problem})  # each stat'ed once, later
 
 
 def check_duplicate_paths(path: Path, candidates: list[Candidate]) -> None:

@@ -103,7 +103,8 @@ def assign_splits(labels: list[str], groups: np.ndarray, params: SplitParams, se
 
 def split_table(manifest_ok: pa.Table, params: SplitParams, seed: int) -> pa.Table:
     """The splits table: path, label, sha256, group id, split and the reserved ``fold`` column
-    (multi-label: also ``labels``, and the manifest's metadata, which names the vocabulary).
+    (multi-label: also ``labels``), with the manifest's metadata (the data source; multi-label:
+    the task and its vocabulary).
 
     sha256 is kept so that a changed image content changes this file, and DVC reruns training.
     """
@@ -124,7 +125,7 @@ def split_table(manifest_ok: pa.Table, params: SplitParams, seed: int) -> pa.Tab
         "split": pa.array(splits, pa.string()),
         "fold": pa.array([NO_FOLD] * len(labels), pa.int32()),
     })
-    return table.replace_schema_metadata(manifest_ok.schema.metadata) if extra else table
+    return table.replace_schema_metadata(manifest_ok.schema.metadata)
 
 
 def summarize_splits(table: pa.Table, params: SplitParams | None = None) -> dict:
