@@ -228,3 +228,90 @@ def test_a_release_keeps_what_it_trained_on_and_a_failed_scoring_is_incomparable
                         promote.Rule("roc_auc", 0.0, "ci"), broken)
     assert d.decision == "incomparable" and "lack 3 test image(s)" in d.reason
     assert (prod / "current/model.keras").read_bytes() == b"one"
+
+
+def exported(tmp_path, name: str, content: bytes, **metrics):
+    """A bundle with a (fake) SavedModel, as `export` writes one."""
+    d = model_dir(tmp_path, name, content, **metrics)
+    (d / "saved_model/variables").mkdir(parents=True)
+    (d / "saved_model/saved_model.pb").write_bytes(b"pb " + content)
+    return d
+
+
+def served(prod) -> dict:
+    """Each version folder of the serving layout: the model.keras of the release it serves."""
+    folder = prod / "serving/unfreeze"
+    return {int(p.name): (p / "../model.keras").resolve().read_bytes()
+            for p in folder.iterdir() if p.name.isdigit()}
+
+
+def test_every_change_of_current_adds_a_higher_serving_version(tmp_path):
+    prod = tmp_path / "production"
+    for i, (content, value) in enumerate([(b"one", 0.8), (b"two", 0.9)]):
+        m = exported(tmp_path, f"m{i}", content, roc_auc=value)
+        assert promote.promote(m, m / "metrics.json", prod, STORED).decision == "promoted"
+    first, second = [r["name"] for r in promote.list_releases(prod)]
+    folder = prod / "serving/unfreeze"
+    assert (folder / "2").resolve() == (prod / "releases" / second / "saved_model").resolve()
+    assert (folder / "2/saved_model.pb").read_bytes() == b"pb two"
+    assert served(prod) == {1: b"one", 2: b"two"}
+
+    promote.use_release(prod, first, "roc_auc")  # a rollback: TF Serving serves the highest
+    assert (folder / "3").resolve() == (prod / "releases" / first / "saved_model").resolve()
+    assert served(prod) == {1: b"one", 2: b"two", 3: b"one"}
+    assert json.loads((folder / "versions.json").read_text()) == {
+        "1": first, "2": second, "3": first}
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp links left
+
+
+def test_a_release_without_a_saved_model_leaves_the_serving_layout_alone(tmp_path):
+    prod = tmp_path / "production"
+    plain = model_dir(tmp_path, "m1", b"one", roc_auc=0.8)
+    assert promote.promote(plain, plain / "metrics.json", prod, STORED).decision == "promoted"
+    assert not (prod / "serving").exists()
+
+    with_export = exported(tmp_path, "m2", b"two", roc_auc=0.9)
+    promote.promote(with_export, with_export / "metrics.json", prod, STORED)
+    before = json.loads((prod / "serving/unfreeze/versions.json").read_text())
+    plain2 = model_dir(tmp_path, "m3", b"three", roc_auc=0.95)
+    d = promote.promote(plain2, plain2 / "metrics.json", prod, STORED)
+    assert d.decision == "promoted" and (prod / "current/model.keras").read_bytes() == b"three"
+    assert served(prod) == {1: b"two"}
+    assert json.loads((prod / "serving/unfreeze/versions.json").read_text()) == before
+
+
+def test_only_the_last_versions_are_kept_and_no_release_is_removed(tmp_path):
+    from unfreeze.ops import serving_layout
+
+    prod = tmp_path / "production"
+    m = exported(tmp_path, "m", b"one", roc_auc=0.8)
+    promote.promote(m, m / "metrics.json", prod, STORED)
+    name = promote.list_releases(prod)[0]["name"]
+    for _ in range(3):
+        promote.use_release(prod, name, "roc_auc")
+    assert sorted(served(prod)) == [1, 2, 3, 4]
+    assert serving_layout.add_version(prod, name, keep=2) == 5
+    assert sorted(served(prod)) == [4, 5]
+    assert sorted(json.loads((prod / "serving/unfreeze/versions.json").read_text())) == [
+        "4", "5"]
+    assert (prod / "releases" / name / "saved_model/saved_model.pb").is_file()
+    for _ in range(serving_layout.KEEP + 2):
+        promote.use_release(prod, name, "roc_auc")
+    assert sorted(served(prod)) == list(range(1, 13))[-serving_layout.KEEP:]
+
+
+def test_the_version_links_are_relative_and_survive_moving_production(tmp_path):
+    import os
+    import shutil
+
+    prod = tmp_path / "production"
+    m = exported(tmp_path, "m", b"one", roc_auc=0.8)
+    promote.promote(m, m / "metrics.json", prod, STORED)
+    name = promote.list_releases(prod)[0]["name"]
+    target = os.readlink(prod / "serving/unfreeze/1")
+    assert not target.startswith("/") and target == f"../../releases/{name}/saved_model"
+    moved = tmp_path / "elsewhere" / "prod"
+    moved.parent.mkdir()
+    shutil.move(prod, moved)
+    assert (moved / "serving/unfreeze/1/saved_model.pb").read_bytes() == b"pb one"
+    assert served(moved) == {1: b"one"}

@@ -15,6 +15,20 @@ Layout of the production folder::
                                 incomparable, pinned, switched, unpinned; for a retrain both
                                 models' metric on the same images, the interval of the
                                 difference, the rule and the test split's fingerprint
+    production/serving/unfreeze/<N>
+                                TensorFlow Serving's layout (``serving_layout``): each change
+                                of ``current`` adds a version one higher, a relative symlink
+                                to ``../../releases/<id>/saved_model`` (releases with a
+                                SavedModel only; the last few kept), so the highest version is
+                                the current release; versions.json names each version's release
+
+Serve it (TF Serving polls the folder and serves the highest version)::
+
+    docker run -p 8501:8501 -v "$PWD/production:/models/production" \\
+        -e MODEL_BASE_PATH=/models/production/serving -e MODEL_NAME=unfreeze tensorflow/serving
+
+then ``POST http://localhost:8501/v1/models/unfreeze:predict`` with
+``{"instances": [<uint8 HxWx3 nested list>]}`` returns the probabilities.
 
 Every change of ``current`` and of the history holds ``production/.lock``: a promotion and a
 `release use` never interleave.
@@ -36,6 +50,7 @@ from filelock import FileLock
 
 from unfreeze.config.errors import ReleaseError, UnfreezeError
 from unfreeze.io import permissions, read_json, sha256_file, write_json, write_parquet
+from unfreeze.ops.serving_layout import add_version
 
 REQUIRED_FILES = ("model.keras", "meta.json")
 TRAINED_ON = "trained_on.parquet"  # sha256 of the images a release trained / validated on
@@ -235,10 +250,12 @@ def publish(model_dir: Path, metrics: dict, production: Path,
 
 
 def point_current(production: Path, name: str) -> None:
-    """Swap ``current`` to ``releases/<name>`` atomically: readers see the old or the new."""
+    """Swap ``current`` to ``releases/<name>`` atomically: readers see the old or the new;
+    then add its TF Serving version (:func:`unfreeze.ops.serving_layout.add_version`)."""
     tmp_link = production / f".current.tmp-{uuid.uuid4().hex[:6]}"
     os.symlink(Path("releases") / name, tmp_link)
     os.replace(tmp_link, production / "current")
+    add_version(production, name)
 
 
 def list_releases(production: Path) -> list[dict]:
