@@ -208,3 +208,13 @@ def test_release_list_and_use_then_predict_on_current(saved_model, image_folder,
                  str(image_folder / "cat/cat_000.png"), "--out", str(out_file),
                  "--no-progress"]) == 0
     assert next(csv.DictReader(out_file.open()))["predicted"] in ("cat", "dog")
+
+
+def test_api_refuses_a_missing_model_or_a_bad_limit_before_serving(capsys, tmp_path):
+    assert main(["api", "--model", str(tmp_path / "nothing")]) == 2
+    assert "--model" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/model.keras").write_bytes(b"x")
+    (tmp_path / "m/meta.json").write_text("{}")
+    assert main(["api", "--model", str(tmp_path / "m"), "--max-wait-ms", "-1"]) == 2
+    assert "--max-wait-ms -1.0: must be at least 0" in capsys.readouterr().err

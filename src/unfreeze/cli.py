@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "check":  # check never imports TensorFlow or Prefect
         quiet_environment()
-    if args.command in ("predict", "explain", "lr-find"):  # commands importing TensorFlow
+    if args.command in ("predict", "explain", "lr-find", "api"):  # commands importing TensorFlow
         filter_native_stderr()
     handler = {"check": _check, "retrain": _retrain, "serve": _serve, "report": _report,
                "cache": _cache, "release": _release,
                "predict": _predict, "explain": _explain, "deploy-folds": _scaleout,
                "worker": _scaleout, "remote-cv": _scaleout, "lr-find": _lr_find,
-               "sweep": _sweep}[args.command]
+               "sweep": _sweep, "api": _api}[args.command]
     try:
         return handler(args)
     except UnfreezeError as exc:
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
     _add_model_commands(sub)
+    _add_api_command(sub)
     _add_scaleout_commands(sub)
     _add_lr_find_command(sub)
     _add_sweep_command(sub)
@@ -163,6 +164,47 @@ def _add_model_commands(sub) -> None:
     release.add_argument("action", choices=("list", "use", "unpin"))
     release.add_argument("name", nargs="?", help="with `use`: the release to switch to")
     release.add_argument("--project", default=".", help="project root (with params.yaml)")
+
+
+def _add_api_command(sub) -> None:
+    """`unfreeze api`: the HTTP API and web page of a saved model."""
+    api = sub.add_parser("api", help="serve a model over HTTP: predict, explain, web page; "
+                         "reloads when the model path changes (UNFREEZE_API_TOKEN: bearer "
+                         "token for /v1/*)")
+    api.add_argument("--model", default="production/current", help="model folder "
+                     "(model.keras + meta.json): production/current (default) or "
+                     "models/export; never taken from a request")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    for flag, kind, default, what in (
+            ("--max-batch", int, 32, "images per forward pass"),
+            ("--max-wait-ms", float, 5.0, "wait after a first image for others to batch"),
+            ("--max-queue", int, 256, "images waiting at most; more: 503 + Retry-After"),
+            ("--max-images", int, 32, "images per request at most (413)"),
+            ("--max-body-mb", float, 20.0, "request body at most (413)"),
+            ("--max-pixels", int, None, "pixels per image at most, from the header "
+             "(default: data.max_pixels' default)"),
+            ("--timeout-s", float, 30.0, "answer within this, else 504"),
+            ("--reload-interval-s", float, 2.0, "how often the model path is checked")):
+        api.add_argument(flag, type=kind, default=default, help=what)
+    api.add_argument("--log-level", default="info",
+                     choices=("critical", "error", "warning", "info", "debug"))
+
+
+def _api(args: argparse.Namespace) -> int:
+    """`api`: check the options and the model folder, then serve until interrupted."""
+    from unfreeze.deploy.api import TOKEN_ENV, ApiSettings, run_server
+
+    model = Path(args.model)
+    options = {k: v for k, v in vars(args).items() if k.startswith(("max_", "timeout",
+                                                                    "reload")) and v is not None}
+    settings = ApiSettings(model.parent if model.suffix == ".keras" else model,
+                           token=os.environ.get(TOKEN_ENV) or None, **options)
+    print(f"serving {settings.model} on http://{args.host}:{args.port} (page: /, API: /v1/, "
+          f"docs: /docs){'; bearer token required' if settings.token else ''}",
+          file=sys.stderr)
+    run_server(settings, args.host, args.port, args.log_level)
+    return 0
 
 
 def _add_scaleout_commands(sub) -> None:

@@ -48,3 +48,7 @@ class LRFindError(UnfreezeError, RuntimeError):
 class SweepError(UnfreezeError, ValueError):
     """A sweep that cannot run as asked (search space, metric, budget, its state folder, a
     trial's DVC experiment); the message names the param, value or file and what to do."""
+
+
+class ApiError(UnfreezeError, ValueError):
+    """A bad option of `unfreeze api` (limit, model path); the message names the flag."""

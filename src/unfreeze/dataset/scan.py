@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 from PIL import Image
@@ -75,9 +76,11 @@ def check_header(im: Image.Image, max_pixels: int) -> str:
     return ""
 
 
-def inspect_image(path: str | Path, max_pixels: int, decode: bool) -> tuple[str, dict]:
-    """Open ``path`` with Pillow: ``("", facts)`` when its header passes the rules (and, with
-    ``decode``, every pixel decodes), else ``(reason, facts known so far)``."""
+def inspect_image(path: str | Path | BinaryIO, max_pixels: int, decode: bool
+                  ) -> tuple[str, dict]:
+    """Open ``path`` (or an open binary file: an upload) with Pillow: ``("", facts)`` when
+    its header passes the rules (and, with ``decode``, every pixel decodes), else
+    ``(reason, facts known so far)``."""
     facts: dict = {}
     try:
         with Image.open(path) as im:

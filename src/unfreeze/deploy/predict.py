@@ -186,7 +186,7 @@ def explain_files(saved: SavedModel, files: list[Path], out: Path, tta: str | No
                            + ", ".join(ACCEPTED_FORMATS))
     probs = calibrated(saved, images, tta=tta)
     decisions = saved.decide(probs)
-    chosen = _explained(saved, probs, decisions, label)
+    chosen = explained_index(saved, probs, decisions, label)
     heat, _ = gradcam(saved.model, images.astype(np.float32), chosen)
     titles = [f"{files[i].name[:24]}\n{_title(saved, decisions[row], k)} ({probs[row, k]:.2f})"
               for row, (i, k) in enumerate(zip(good, chosen, strict=True))]
@@ -205,7 +205,7 @@ def check_label(saved: SavedModel, label: str | None) -> None:
             "one class per image: the heatmap explains it)"))
 
 
-def _explained(saved: SavedModel, probs: np.ndarray, decisions: np.ndarray,
+def explained_index(saved: SavedModel, probs: np.ndarray, decisions: np.ndarray,
                label: str | None) -> np.ndarray:
     """The output each image's heatmap explains: the decided class; multi-label, ``label``
     or the most probable label."""

@@ -35,7 +35,12 @@ def decode_resize(path: tf.Tensor, image_size: int) -> tf.Tensor:
     Cached results are keyed by :func:`unfreeze.training.cache.decoder`: bump its
     ``DECODE_VERSION`` with any change here, or the cache would serve the old pixels.
     """
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return decode_resize_bytes(tf.io.read_file(path), image_size)
+
+
+def decode_resize_bytes(data: tf.Tensor, image_size: int) -> tf.Tensor:
+    """:func:`decode_resize` of an encoded image held in memory (an HTTP upload)."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)

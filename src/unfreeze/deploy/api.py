@@ -1,0 +1,379 @@
+"""The HTTP API and web page of `unfreeze api` (FastAPI, served by uvicorn).
+
+- ``POST /v1/predict``: images as multipart file parts, or one raw image body; one result per
+  image (decision, every probability, threshold and temperature used) or its own error; 422
+  when no image could be used.
+- ``POST /v1/explain``: one image; the Grad-CAM overlay PNG (``?format=json``: the result and
+  the PNG in base64); ``?label=`` for a multi-label model.
+- ``GET /v1/model``: release, classes, image size, operating point, model card and metrics.
+- ``GET /healthz``, ``GET /readyz``: process alive; a release loaded and warmed up.
+- ``GET /metrics``: Prometheus text (:mod:`unfreeze.deploy.api_metrics`).
+- ``GET /``: the web page (``web/``: every script and style served here, no CDN).
+
+Every answer that used the model names its release. Limits: body size (413, before the body
+is read when it declares its length), images per request (413), pixels per image (refused
+from the header, undecoded), a bounded batch queue (503 + Retry-After), the time to answer
+(504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs ``Authorization: Bearer <token>``
+(401). The model path is fixed at start; no request names a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
+
+from unfreeze.config.errors import ApiError
+from unfreeze.config.params import MAX_PIXELS
+from unfreeze.deploy import serving
+from unfreeze.deploy.api_metrics import CONTENT_TYPE, ApiMetrics
+from unfreeze.deploy.predict import check_label
+from unfreeze.deploy.serving import Batcher, Holder, QueueFull, Release, StaleImageSize
+from unfreeze.training.artifacts import META_FILE, MODEL_FILE
+
+WEB = Path(__file__).with_name("web")
+TOKEN_ENV = "UNFREEZE_API_TOKEN"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """`unfreeze api`'s options (each checked; the message names the flag)."""
+
+    model: Path
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_body_mb: float = 20.0
+    max_images: int = 32
+    max_pixels: int = MAX_PIXELS
+    timeout_s: float = 30.0
+    reload_interval_s: float = 2.0
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value, low in (("--max-batch", self.max_batch, 1),
+                                 ("--max-queue", self.max_queue, 1),
+                                 ("--max-images", self.max_images, 1),
+                                 ("--max-pixels", self.max_pixels, 1),
+                                 ("--max-wait-ms", self.max_wait_ms, 0),
+                                 ("--max-body-mb", self.max_body_mb, 1e-6),
+                                 ("--timeout-s", self.timeout_s, 1e-3),
+                                 ("--reload-interval-s", self.reload_interval_s, 1e-3)):
+            if not value >= low:
+                raise ApiError(f"{flag} {value!r}: must be at least {low}")
+        if not (self.model / MODEL_FILE).is_file() or not (self.model / META_FILE).is_file():
+            raise ApiError(f"--model {self.model}: not a model folder written by unfreeze "
+                           f"({MODEL_FILE} and {META_FILE} in it), e.g. production/current "
+                           "or models/export")
+        if self.max_queue < self.max_images:
+            raise ApiError(f"--max-queue {self.max_queue} < --max-images {self.max_images}: "
+                           "a full request could never be queued; raise --max-queue")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+
+class BodyTooLarge(Exception):
+    """The request body went past ``--max-body-mb`` while being read."""
+
+
+def _error(status: int, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status, headers=headers or None)
+
+
+class Guard:
+    """Outermost ASGI layer: refuses a body that declares too many bytes (before reading it),
+    stops one that streams too many, and counts every answer in the metrics."""
+
+    def __init__(self, app, settings: ApiSettings, metrics: ApiMetrics) -> None:
+        self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def counted_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _error(413, self._too_large(int(declared)))(scope, receive, counted_send)
+        else:
+            await self.app(scope, self._limited(receive), counted_send)
+        self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
+
+    def _limited(self, receive):
+        seen = [0]
+
+        async def limited():
+            message = await receive()
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > self.limit:
+                raise BodyTooLarge(self._too_large(seen[0]))
+            return message
+
+        return limited
+
+    def _too_large(self, size: int) -> str:
+        return (f"request body of {size} bytes is over --max-body-mb "
+                f"({self.limit} bytes); send fewer or smaller images per request")
+
+
+def create_app(settings: ApiSettings) -> Guard:
+    """The ASGI app: routes, limits, metrics, and the model holder and batcher that the
+    lifespan starts (loading runs in the background: ``/healthz`` answers at once)."""
+    metrics = ApiMetrics()
+    holder = Holder(settings.model, metrics.swapped,
+                    lambda error: metrics.reloads.labels("failed").inc())
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = Batcher(_run(holder), settings.max_batch, settings.max_wait_ms / 1000,
+                          settings.max_queue, metrics.batch.observe)
+        batcher.start()
+        state["batcher"] = app.state.batcher = batcher
+        watch = asyncio.get_running_loop().create_task(holder.watch(settings.reload_interval_s))
+        try:
+            yield
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await batcher.stop()
+            holder.close()
+
+    app = FastAPI(title="unfreeze", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.holder, app.state.metrics = holder, metrics  # for benchmarks and tests
+    auth = Depends(_authorize(settings.token))
+    _add_exception_handlers(app)
+    _add_model_routes(app, settings, holder, state, metrics, auth)
+    _add_status_routes(app, holder, metrics)
+    return Guard(app, settings, metrics)
+
+
+def _run(holder: Holder):
+    """The batcher's forward pass: on the release in use when the batch starts."""
+    def run(images: np.ndarray) -> tuple[np.ndarray, Release]:
+        release = holder.current
+        return release.probabilities(images), release
+    return run
+
+
+def _authorize(token: str | None):
+    """A dependency that wants ``Authorization: Bearer <token>`` when a token is set."""
+    wanted = f"Bearer {token}".encode() if token else None
+
+    def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if wanted is not None and not secrets.compare_digest(given, wanted):
+            raise _Refused(_error(401, f"missing or wrong bearer token (the server has "
+                                  f"{TOKEN_ENV} set): send Authorization: Bearer <token>",
+                                  **{"WWW-Authenticate": "Bearer"}))
+    return check
+
+
+class _Refused(Exception):
+    """Answer ``response`` instead (raised from a dependency or a helper)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, exc: _Refused) -> Response:
+        return exc.response
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return _error(413, str(exc))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # nobody reads it: counted, never a 5xx
+
+
+def _add_status_routes(app: FastAPI, holder: Holder, metrics: ApiMetrics) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if holder.current is None:
+            return JSONResponse({"status": "loading", "error": holder.error or None}, 503)
+        return JSONResponse({"status": "ready", "release": holder.current.name,
+                             "reload_error": holder.error or None})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(WEB / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+
+def _add_model_routes(app: FastAPI, settings: ApiSettings, holder: Holder, state: dict,
+                      metrics: ApiMetrics, auth) -> None:
+    @app.get("/v1/model", dependencies=[auth])
+    async def model() -> Response:
+        return JSONResponse(_ready(holder).describe())
+
+    @app.post("/v1/predict", dependencies=[auth])
+    async def predict(request: Request) -> Response:
+        return await _within(settings, _predict(request, settings, holder, state["batcher"],
+                                                metrics))
+
+    @app.post("/v1/explain", dependencies=[auth])
+    async def explain(request: Request, label: str | None = None,
+                      format: str = "png") -> Response:
+        return await _within(settings, _explain(request, settings, holder, state["batcher"],
+                                                label, format))
+
+
+async def _within(settings: ApiSettings, work) -> Response:
+    """``work``'s response, or 504 after ``--timeout-s``; a refusal becomes its response."""
+    try:
+        return await asyncio.wait_for(work, settings.timeout_s)
+    except asyncio.TimeoutError:
+        return _error(504, f"not answered within --timeout-s ({settings.timeout_s} s); the "
+                      "server is overloaded or the upload too slow: retry later")
+    except _Refused as refused:
+        return refused.response
+    except QueueFull as exc:
+        return _error(503, f"busy: {exc}; retry after the Retry-After seconds",
+                      **{"Retry-After": "1"})
+
+
+def _ready(holder: Holder) -> Release:
+    if holder.current is None:
+        raise _Refused(_error(503, "the model is still loading: retry shortly "
+                              + (f"(last load failed: {holder.error})" if holder.error else ""),
+                              **{"Retry-After": "5"}))
+    return holder.current
+
+
+async def read_uploads(request: Request, settings: ApiSettings) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each uploaded image: multipart file parts, else the whole body."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=10**6, max_fields=1000)
+        uploads = [(item.filename or key, await item.read())
+                   for key, item in form.multi_items() if isinstance(item, UploadFile)]
+        await form.close()
+        if not uploads:
+            raise _Refused(_error(422, "no file part in the multipart body; send each image "
+                                  "as a file, e.g. curl -F file=@image.png"))
+    else:
+        uploads = [(request.query_params.get("name", "body"), await request.body())]
+    if len(uploads) > settings.max_images:
+        raise _Refused(_error(413, f"{len(uploads)} images in one request; at most "
+                              f"--max-images {settings.max_images}: split the request"))
+    return uploads
+
+
+async def _decode(uploads: list[tuple[str, bytes]], size: int, max_pixels: int
+                  ) -> list[tuple[np.ndarray | None, str]]:
+    loop = asyncio.get_running_loop()
+    return await asyncio.gather(*(loop.run_in_executor(None, serving.decode_upload, data,
+                                                       size, max_pixels)
+                                  for _, data in uploads))
+
+
+async def _predict(request: Request, settings: ApiSettings, holder: Holder,
+                   batcher: Batcher, metrics: ApiMetrics) -> Response:
+    release = _ready(holder)
+    uploads = await read_uploads(request, settings)
+    for attempt in range(2):  # again once if the release changed image size meanwhile
+        decoded = await _decode(uploads, release.image_size, settings.max_pixels)
+        good = [i for i, (_, error) in enumerate(decoded) if not error]
+        if not good:
+            break
+        try:
+            probs, release = await batcher.submit(np.stack([decoded[i][0] for i in good]))
+            break
+        except StaleImageSize:
+            if attempt:
+                raise
+            release = _ready(holder)
+    results = [{"name": name, "ok": False, "error": error}
+               for (name, _), (_, error) in zip(uploads, decoded, strict=True)]
+    if good:
+        decisions = release.saved.decide(probs)
+        for row, i in enumerate(good):
+            results[i] = {"name": uploads[i][0]} | serving.image_result(
+                release, probs[row], decisions[row])
+    metrics.images.labels("predicted").inc(len(good))
+    metrics.images.labels("rejected").inc(len(uploads) - len(good))
+    body = {"release": release.name, "model_sha256": release.model_sha256,
+            "task": "multilabel" if release.saved.multilabel else "multiclass",
+            "results": results}
+    if not good:
+        body["detail"] = "no image could be used: " + "; ".join(
+            f"{r['name']}: {r['error']}" for r in results)
+    return JSONResponse(body, 200 if good else 422)
+
+
+async def _explain(request: Request, settings: ApiSettings, holder: Holder, batcher: Batcher,
+                   label: str | None, fmt: str) -> Response:
+    release = _ready(holder)
+    if fmt not in ("png", "json"):
+        raise _Refused(_error(422, f"format={fmt!r}: use png or json"))
+    try:
+        check_label(release.saved, label)
+    except ValueError as exc:
+        raise _Refused(_error(422, str(exc).replace("--label", "label"))) from None
+    uploads = await read_uploads(request, settings)
+    if len(uploads) != 1:
+        raise _Refused(_error(422, f"explain takes one image; got {len(uploads)}"))
+    (image, error), = await _decode(uploads, release.image_size, settings.max_pixels)
+    if error:
+        return JSONResponse({"release": release.name, "detail": f"{uploads[0][0]}: {error}",
+                             "results": [{"name": uploads[0][0], "ok": False,
+                                          "error": error}]}, 422)
+    release = _ready(holder)
+    if image.shape[0] != release.image_size:  # swapped meanwhile for another size
+        (image, _), = await _decode(uploads, release.image_size, settings.max_pixels)
+    png, answer = await batcher.call(serving.explain_image, release, image, label)
+    answer = {"name": uploads[0][0]} | answer
+    if fmt == "json":
+        return JSONResponse({"release": release.name, "model_sha256": release.model_sha256,
+                             "result": answer, "png_base64": base64.b64encode(png).decode()})
+    headers = {"X-Unfreeze-Release": release.name,
+               "X-Unfreeze-Predicted": _header_text(answer["predicted"]),
+               "X-Unfreeze-Explained": _header_text(answer["explained"])}
+    return Response(png, media_type="image/png", headers=headers)
+
+
+def _header_text(text: str) -> str:
+    """A class name as an HTTP header value (percent-encoded beyond ASCII)."""
+    from urllib.parse import quote
+
+    return quote(text, safe=" ;,-_.()")
+
+
+
+def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000,
+               log_level: str = "info") -> None:
+    """Serve until interrupted (SIGINT/SIGTERM: in-flight requests are answered first)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                timeout_graceful_shutdown=max(5, int(settings.timeout_s)))
