@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -248,3 +249,29 @@ def prefect_server(tmp_path_factory):
         finally:
             stop(server)
     assert server.poll() is not None
+
+
+@contextlib.contextmanager
+def chromium(width: int = 1200, height: int = 900):
+    """Headless Chromium through selenium (Debian's chromium and chromium-driver), with the
+    browser console logged; skipped without them outside CI, a failure in CI."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI"):
+            raise AssertionError("chromium and chromium-driver are missing (.ci/run installs "
+                                 "them with apt-get)")
+        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install chromium "
+                    "chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
+                 f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        yield driver
+    finally:
+        driver.quit()

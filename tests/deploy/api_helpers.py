@@ -20,6 +20,8 @@ from unfreeze.training.artifacts import save_model
 from unfreeze.training.model import build
 
 SIZE = 75
+# A binary operating point: threshold 0.3 on P(dog), temperature 1.5
+POINT = OperatingPoint(["cat", "dog"], "dog", 0.3, "f1", 1.5, "none")
 
 
 def tiny_model(folder: Path, classes=("cat", "dog"), point: OperatingPoint | None = None,
@@ -34,6 +36,13 @@ def tiny_model(folder: Path, classes=("cat", "dog"), point: OperatingPoint | Non
     if point is not None:
         meta["operating_point"] = point.as_dict()
     save_model(model, folder, meta)
+    return folder
+
+
+def carded_model(folder: Path) -> Path:
+    """:func:`tiny_model` with :data:`POINT` and a model card, as an export bundle has."""
+    tiny_model(folder, point=POINT)
+    (folder / "MODEL_CARD.md").write_text("# Model card\n\nA tiny test model.\n")
     return folder
 
 

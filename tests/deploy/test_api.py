@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from api_helpers import SIZE, png_bytes, serving, tiny_model
+from api_helpers import SIZE, carded_model, png_bytes, serving, tiny_model
 from PIL import Image
 
 from unfreeze.config.errors import ApiError
@@ -18,14 +18,10 @@ from unfreeze.deploy import predict as pred
 from unfreeze.deploy.api import ApiSettings, create_app
 from unfreeze.evaluation.calibrate import OperatingPoint
 
-POINT = OperatingPoint(["cat", "dog"], "dog", 0.3, "f1", 1.5, "none")
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tiny_model(tmp_path_factory.mktemp("api") / "export", point=POINT)
-    (folder / "MODEL_CARD.md").write_text("# Model card\n\nA tiny test model.\n")
-    return folder
+    return carded_model(tmp_path_factory.mktemp("api") / "export")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,8 @@ def test_predict_answers_each_image_with_its_decision_or_its_own_error(api, mode
     assert [x["name"] for x in body["results"]] == ["a.png", "bad.png", "b.png", "c.png"]
     assert body["results"][1] == {"name": "bad.png", "ok": False,
                                   "error": body["results"][1]["error"]}
-    assert "cannot decode image" in body["results"][1]["error"]
+    assert body["results"][1]["error"].startswith(  # named as prepare names a file
+        "cannot decode image: cannot identify image file 'bad.png'")
 
     # the same probabilities and decisions as `unfreeze predict` on the same files
     paths = []
@@ -130,7 +127,9 @@ def test_model_health_ready_and_metrics(api):
     assert metric(url, "unfreeze_api_model_info", release=m["release"]) == 1
     assert metric(url, "unfreeze_api_request_seconds_count", endpoint="/v1/model") >= 1
     page = httpx.get(url + "/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert page.status_code == 200 and '"static/app.js"' in page.text
+    script = httpx.get(url + "/static/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
 def test_concurrent_requests_share_forward_passes_with_unchanged_probabilities(api):

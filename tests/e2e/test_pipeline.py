@@ -19,7 +19,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import SOURCE, make_image_folder, make_project, one_cycle, run_in, set_params
+from conftest import (
+    SOURCE,
+    chromium,
+    make_image_folder,
+    make_project,
+    one_cycle,
+    run_in,
+    set_params,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -375,24 +383,7 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
 def render_in_chromium(page: Path, screenshot: Path) -> dict:
     """Open ``page`` in headless Chromium; count images/tables, list broken images and
     console errors, save a full-page screenshot."""
-    import os
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.environ.get("CI"):
-            raise AssertionError("chromium and chromium-driver are missing (.ci/run installs "
-                                 "them with apt-get)")
-        pytest.skip("needs Debian's chromium and chromium-driver: apt-get install chromium "
-                    "chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    try:
+    with chromium() as driver:
         driver.get(page.resolve().as_uri())
         found = driver.execute_script("""
             const imgs = [...document.images];
@@ -405,8 +396,6 @@ def render_in_chromium(page: Path, screenshot: Path) -> dict:
         driver.save_screenshot(str(screenshot))
         found["errors"] = [e["message"] for e in driver.get_log("browser")
                            if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
     return found
 
 

@@ -293,8 +293,8 @@ async def _decode(uploads: list[tuple[str, bytes]], size: int, max_pixels: int
                   ) -> list[tuple[np.ndarray | None, str]]:
     loop = asyncio.get_running_loop()
     return await asyncio.gather(*(loop.run_in_executor(None, serving.decode_upload, data,
-                                                       size, max_pixels)
-                                  for _, data in uploads))
+                                                       size, max_pixels, name)
+                                  for name, data in uploads))
 
 
 async def _predict(request: Request, settings: ApiSettings, holder: Holder,
@@ -322,9 +322,7 @@ async def _predict(request: Request, settings: ApiSettings, holder: Holder,
                 release, probs[row], decisions[row])
     metrics.images.labels("predicted").inc(len(good))
     metrics.images.labels("rejected").inc(len(uploads) - len(good))
-    body = {"release": release.name, "model_sha256": release.model_sha256,
-            "task": "multilabel" if release.saved.multilabel else "multiclass",
-            "results": results}
+    body = {**_identity(release), "results": results}
     if not good:
         body["detail"] = "no image could be used: " + "; ".join(
             f"{r['name']}: {r['error']}" for r in results)
@@ -345,21 +343,27 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, batc
         raise _Refused(_error(422, f"explain takes one image; got {len(uploads)}"))
     (image, error), = await _decode(uploads, release.image_size, settings.max_pixels)
     if error:
-        return JSONResponse({"release": release.name, "detail": f"{uploads[0][0]}: {error}",
-                             "results": [{"name": uploads[0][0], "ok": False,
-                                          "error": error}]}, 422)
+        return JSONResponse({**_identity(release), "detail": f"{uploads[0][0]}: {error}",
+                             "result": {"name": uploads[0][0], "ok": False, "error": error}},
+                            422)
     release = _ready(holder)
     if image.shape[0] != release.image_size:  # swapped meanwhile for another size
         (image, _), = await _decode(uploads, release.image_size, settings.max_pixels)
     png, answer = await batcher.call(serving.explain_image, release, image, label)
     answer = {"name": uploads[0][0]} | answer
     if fmt == "json":
-        return JSONResponse({"release": release.name, "model_sha256": release.model_sha256,
-                             "result": answer, "png_base64": base64.b64encode(png).decode()})
+        return JSONResponse({**_identity(release), "result": answer,
+                             "png_base64": base64.b64encode(png).decode()})
     headers = {"X-Unfreeze-Release": release.name,
                "X-Unfreeze-Predicted": _header_text(answer["predicted"]),
                "X-Unfreeze-Explained": _header_text(answer["explained"])}
     return Response(png, media_type="image/png", headers=headers)
+
+
+def _identity(release: Release) -> dict:
+    """What every answer computed by a release says about it."""
+    return {"release": release.name, "model_sha256": release.model_sha256,
+            "task": "multilabel" if release.saved.multilabel else "multiclass"}
 
 
 def _header_text(text: str) -> str:

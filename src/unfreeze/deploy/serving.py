@@ -138,17 +138,19 @@ def _decoder(image_size: int) -> Callable:
                        input_signature=[tf.TensorSpec([], tf.string)])
 
 
-def decode_upload(data: bytes, image_size: int, max_pixels: int = MAX_PIXELS
-                  ) -> tuple[np.ndarray | None, str]:
+def decode_upload(data: bytes, image_size: int, max_pixels: int = MAX_PIXELS,
+                  name: str = "upload") -> tuple[np.ndarray | None, str]:
     """One uploaded file as the (S, S, 3) uint8 image training would see, or the reason
-    ``prepare`` gives for refusing it (the header first: bombs are never decoded)."""
+    ``prepare`` gives for refusing it (the header first: bombs are never decoded); the
+    reason names the upload ``name``, never an in-memory object."""
     import tensorflow as tf
 
     if not data:
         return None, "empty file (0 bytes)"
-    reason, _ = inspect_image(io.BytesIO(data), max_pixels, decode=True)
+    buffer = io.BytesIO(data)
+    reason, _ = inspect_image(buffer, max_pixels, decode=True)
     if reason:
-        return None, reason
+        return None, reason.replace(repr(buffer), repr(name))
     try:
         return _decoder(image_size)(tf.constant(data)).numpy(), ""
     except tf.errors.OpError:
