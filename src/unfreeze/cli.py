@@ -180,6 +180,8 @@ def _add_api_command(sub) -> None:
             ("--max-batch", int, 32, "images per forward pass"),
             ("--max-wait-ms", float, 5.0, "wait after a first image for others to batch"),
             ("--max-queue", int, 256, "images waiting at most; more: 503 + Retry-After"),
+            ("--max-connections", int, 64, "concurrent connections at most; more: 503 "
+             "(with --max-body-mb, bounds the memory uploads take)"),
             ("--max-images", int, 32, "images per request at most (413)"),
             ("--max-body-mb", float, 20.0, "request body at most (413)"),
             ("--max-pixels", int, None, "pixels per image at most, from the header "

@@ -43,6 +43,7 @@ def carded_model(folder: Path) -> Path:
     """:func:`tiny_model` with :data:`POINT` and a model card, as an export bundle has."""
     tiny_model(folder, point=POINT)
     (folder / "MODEL_CARD.md").write_text("# Model card\n\nA tiny test model.\n")
+    (folder / "MODEL_CARD.json").write_text('{"facts": {"test": {"roc_auc": 0.5}}}')
     return folder
 
 

@@ -118,6 +118,7 @@ def test_model_health_ready_and_metrics(api):
     assert m["classes"] == ["cat", "dog"] and m["image_size"] == SIZE
     assert m["operating_point"]["threshold"] == 0.3 and m["task"] == "multiclass"
     assert m["card"]["markdown"].startswith("# Model card")
+    assert m["card"]["json"] == {"facts": {"test": {"roc_auc": 0.5}}}
     assert httpx.get(url + "/healthz").json() == {"status": "alive"}
     ready = httpx.get(url + "/readyz").json()
     assert ready["status"] == "ready" and ready["release"] == m["release"]
@@ -179,6 +180,10 @@ def test_token_size_pixel_and_count_limits(strict):
     r = httpx.post(url + "/v1/predict", content=png_bytes(1),
                    headers={"authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(url + "/v1/model", headers={"authorization": "Bearer s3cre"}
+                     ).status_code == 401  # a prefix of the token is no token
+    assert httpx.get(url + "/v1/model", headers={"authorization": "bearer s3cret"}
+                     ).status_code == 200  # the scheme in any case (RFC 7235)
     assert httpx.get(url + "/healthz").status_code == 200  # probes need no token
     assert httpx.post(url + "/v1/predict", content=png_bytes(1), headers=AUTH
                       ).status_code == 200
@@ -190,6 +195,17 @@ def test_token_size_pixel_and_count_limits(strict):
     bomb = httpx.post(url + "/v1/predict", content=png_bytes(1, size=60), headers=AUTH)
     assert bomb.status_code == 422
     assert "refused before decoding: 60×60 = 3600 pixels" in bomb.json()["results"][0]["error"]
+
+
+def test_a_declared_length_over_the_limit_is_413_before_any_body_is_sent(strict):
+    url, _ = strict
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                  b"Content-Type: image/png\r\nContent-Length: 10000000\r\n\r\n")
+        answer = s.recv(4096)  # no body sent: only the declared length can refuse it
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"--max-body-mb" in answer
 
 
 def test_a_streamed_body_over_the_limit_is_413(strict):
@@ -215,12 +231,16 @@ def test_a_full_queue_answers_503_and_a_slow_model_504(strict):
                      for i in range(3)]  # one in a (blocked) pass, two queued
             while batcher.queued < 2:
                 await asyncio.sleep(0.01)
+            queued = metric(url, "unfreeze_api_queue_images")
             refused = await client.post(url + "/v1/predict", content=png_bytes(9))
-            return refused, await asyncio.gather(*first)
+            explain = await client.post(url + "/v1/explain", content=png_bytes(9))
+            return queued, (refused, explain), await asyncio.gather(*first)
 
-    refused, first = asyncio.run(load())
+    queued, refused, first = asyncio.run(load())
     gate.result()
-    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert queued == 2  # the gauge shows the backlog
+    for r in refused:  # explanations count against the same bound
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert [r.status_code for r in first] == [504] * 3  # the model thread was busy 4 s > 3 s
     assert "--timeout-s" in first[0].json()["detail"]
     assert httpx.post(url + "/v1/predict", content=png_bytes(1), headers=AUTH
@@ -279,3 +299,26 @@ def test_multilabel_answers_label_sets_with_per_label_thresholds(tmp_path):
         assert r["result"]["explained"] == "red" and r["result"]["labels"] == expected
         wrong = httpx.post(url + "/v1/explain?label=green", content=data)
         assert wrong.status_code == 422 and "blue, red" in wrong.json()["detail"]
+
+
+def test_a_crash_is_counted_as_a_500(model_dir):
+    from fastapi import FastAPI
+
+    from unfreeze.deploy.api import Guard
+    from unfreeze.deploy.api_metrics import ApiMetrics
+
+    app, metrics = FastAPI(), ApiMetrics()
+
+    @app.get("/v1/model")
+    async def broken():
+        raise RuntimeError("a bug")
+
+    async def call():
+        transport = httpx.ASGITransport(Guard(app, ApiSettings(model_dir), metrics),
+                                        raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/v1/model")
+
+    assert asyncio.run(call()).status_code == 500
+    assert metrics.registry.get_sample_value(
+        "unfreeze_api_requests_total", {"endpoint": "/v1/model", "status": "500"}) == 1

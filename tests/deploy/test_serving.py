@@ -66,7 +66,7 @@ def test_waiting_requests_are_gathered_up_to_max_batch_and_each_gets_its_rows():
     assert answers[0][1] == "pass 1" and answers[1][1] == "pass 2"
 
 
-def test_a_lone_request_waits_at_most_max_wait_and_a_full_queue_refuses():
+def test_a_full_queue_refuses_new_images_and_counts_explanations():
     batches: list[int] = []
     gate = threading.Event()
     batcher = Batcher(recording_run(batches, gate), max_batch=8, max_wait_s=0.02,
@@ -79,6 +79,8 @@ def test_a_lone_request_waits_at_most_max_wait_and_a_full_queue_refuses():
         await asyncio.sleep(0)
         with pytest.raises(QueueFull, match="3 images queued; at most 3"):
             await batcher.submit(images(4))
+        with pytest.raises(QueueFull, match="3 images and 0 explanations queued"):
+            await batcher.call(print, admit=True)
         gate.set()
         return await asyncio.gather(busy, *queued)
 
@@ -142,11 +144,12 @@ def test_images_of_another_size_are_not_stacked_with_the_others():
 
 @pytest.fixture
 def production(tmp_path):
-    """Two releases of different weights; ``current`` points at the first."""
+    """Two releases of different weights and image sizes (75 and 99 px); ``current``
+    points at the first."""
     prod = tmp_path / "production"
     names = ["20261130T000000Z-aaaaaaaa", "20261130T000100Z-bbbbbbbb"]
     for seed, name in enumerate(names):
-        tiny_model(prod / "releases" / name, seed=seed)
+        tiny_model(prod / "releases" / name, seed=seed, size=(75, 99)[seed])
         (prod / "releases" / name / "MODEL_CARD.md").write_text(f"# {name}\n")
     point_current(prod, names[0])
     return prod, names

@@ -311,6 +311,8 @@ def test_export_predict_explain_and_html_report(project, tmp_path, capsys):
     assert "trained from random initial weights" in card  # model.weights: null
     m = json.loads((project / "reports/evaluate/metrics.json").read_text())
     assert f"| roc_auc | {m['roc_auc']:.4f} | {m['ci95']['roc_auc']['low']:.4f} – " in card
+    facts = json.loads((bundle / "MODEL_CARD.json").read_text())  # the card for programs
+    assert facts["facts"]["test"]["roc_auc"] == m["roc_auc"] and facts["parity"]["passed"]
     assert (bundle / "saved_model/saved_model.pb").is_file()
     assert (bundle / "model_quant.tflite").stat().st_size < (bundle / "model.tflite").stat(
         ).st_size / 3

@@ -12,9 +12,11 @@
 
 Every answer that used the model names its release. Limits: body size (413, before the body
 is read when it declares its length), images per request (413), pixels per image (refused
-from the header, undecoded), a bounded batch queue (503 + Retry-After), the time to answer
-(504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs ``Authorization: Bearer <token>``
-(401). The model path is fixed at start; no request names a file.
+from the header, undecoded), images decoded at once (:data:`DECODERS`), a bounded queue of
+images and explanations (503 + Retry-After), concurrent connections (uvicorn's 503), the
+time to answer (504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs
+``Authorization: Bearer <token>`` (401). The model path is fixed at start; no request
+names a file.
 """
 
 from __future__ import annotations
@@ -22,17 +24,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import secrets
+import hashlib
+import hmac
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from unfreeze.config.errors import ApiError
 from unfreeze.config.params import MAX_PIXELS
@@ -44,6 +50,7 @@ from unfreeze.training.artifacts import META_FILE, MODEL_FILE
 
 WEB = Path(__file__).with_name("web")
 TOKEN_ENV = "UNFREEZE_API_TOKEN"
+DECODERS = 2  # images decoded at once: bounds the memory a burst of large images takes
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,15 @@ class ApiSettings:
     max_pixels: int = MAX_PIXELS
     timeout_s: float = 30.0
     reload_interval_s: float = 2.0
-    token: str | None = None
+    max_connections: int = 64
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for flag, value, low in (("--max-batch", self.max_batch, 1),
                                  ("--max-queue", self.max_queue, 1),
                                  ("--max-images", self.max_images, 1),
                                  ("--max-pixels", self.max_pixels, 1),
+                                 ("--max-connections", self.max_connections, 1),
                                  ("--max-wait-ms", self.max_wait_ms, 0),
                                  ("--max-body-mb", self.max_body_mb, 1e-6),
                                  ("--timeout-s", self.timeout_s, 1e-3),
@@ -97,30 +106,33 @@ class Guard:
     """Outermost ASGI layer: refuses a body that declares too many bytes (before reading it),
     stops one that streams too many, and counts every answer in the metrics."""
 
-    def __init__(self, app, settings: ApiSettings, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, settings: ApiSettings, metrics: ApiMetrics) -> None:
         self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
+        start, status = time.perf_counter(), [500]  # 500 unless a response starts
 
-        async def counted_send(message) -> None:
+        async def counted_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
         declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.limit:
-            await _error(413, self._too_large(int(declared)))(scope, receive, counted_send)
-        else:
-            await self.app(scope, self._limited(receive), counted_send)
-        self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
+        try:
+            if declared.isdigit() and int(declared) > self.limit:
+                await _error(413, self._too_large(int(declared)))(scope, receive,
+                                                                  counted_send)
+            else:
+                await self.app(scope, self._limited(receive), counted_send)
+        finally:  # a crash (Starlette sends its 500, then re-raises) is counted too
+            self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
 
-    def _limited(self, receive):
+    def _limited(self, receive: Receive) -> Receive:
         seen = [0]
 
-        async def limited():
+        async def limited() -> Message:
             message = await receive()
             seen[0] += len(message.get("body", b""))
             if seen[0] > self.limit:
@@ -147,7 +159,9 @@ def create_app(settings: ApiSettings) -> Guard:
         batcher = Batcher(_run(holder), settings.max_batch, settings.max_wait_ms / 1000,
                           settings.max_queue, metrics.batch.observe)
         batcher.start()
+        metrics.queue.set_function(lambda: batcher.queued + batcher.calls)
         state["batcher"] = app.state.batcher = batcher
+        state["decoders"] = ThreadPoolExecutor(DECODERS, thread_name_prefix="unfreeze-decode")
         watch = asyncio.get_running_loop().create_task(holder.watch(settings.reload_interval_s))
         try:
             yield
@@ -155,6 +169,7 @@ def create_app(settings: ApiSettings) -> Guard:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
             await batcher.stop()
+            state["decoders"].shutdown(wait=False, cancel_futures=True)
             holder.close()
 
     app = FastAPI(title="unfreeze", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -162,7 +177,7 @@ def create_app(settings: ApiSettings) -> Guard:
     auth = Depends(_authorize(settings.token))
     _add_exception_handlers(app)
     _add_model_routes(app, settings, holder, state, metrics, auth)
-    _add_status_routes(app, holder, metrics)
+    _add_status_routes(app, holder, state, metrics)
     return Guard(app, settings, metrics)
 
 
@@ -175,16 +190,25 @@ def _run(holder: Holder):
 
 
 def _authorize(token: str | None):
-    """A dependency that wants ``Authorization: Bearer <token>`` when a token is set."""
-    wanted = f"Bearer {token}".encode() if token else None
+    """A dependency that wants ``Authorization: Bearer <token>`` when a token is set (the
+    scheme in any case; digests compared in constant time, so neither the token nor its
+    length leaks through timing)."""
+    wanted = _digest(token) if token else None
 
-    def check(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if wanted is not None and not secrets.compare_digest(given, wanted):
+    async def check(request: Request) -> None:
+        if wanted is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(given.strip()),
+                                                                 wanted):
             raise _Refused(_error(401, f"missing or wrong bearer token (the server has "
                                   f"{TOKEN_ENV} set): send Authorization: Bearer <token>",
                                   **{"WWW-Authenticate": "Bearer"}))
     return check
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
 class _Refused(Exception):
@@ -208,7 +232,8 @@ def _add_exception_handlers(app: FastAPI) -> None:
         return Response(status_code=499)  # nobody reads it: counted, never a 5xx
 
 
-def _add_status_routes(app: FastAPI, holder: Holder, metrics: ApiMetrics) -> None:
+def _add_status_routes(app: FastAPI, holder: Holder, state: dict,
+                       metrics: ApiMetrics) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "alive"}
@@ -217,6 +242,8 @@ def _add_status_routes(app: FastAPI, holder: Holder, metrics: ApiMetrics) -> Non
     async def readyz() -> Response:
         if holder.current is None:
             return JSONResponse({"status": "loading", "error": holder.error or None}, 503)
+        if not state["batcher"].alive:
+            return JSONResponse({"status": "broken", "error": "the batch loop ended"}, 503)
         return JSONResponse({"status": "ready", "release": holder.current.name,
                              "reload_error": holder.error or None})
 
@@ -239,14 +266,13 @@ def _add_model_routes(app: FastAPI, settings: ApiSettings, holder: Holder, state
 
     @app.post("/v1/predict", dependencies=[auth])
     async def predict(request: Request) -> Response:
-        return await _within(settings, _predict(request, settings, holder, state["batcher"],
-                                                metrics))
+        return await _within(settings, _predict(request, settings, holder, state, metrics))
 
     @app.post("/v1/explain", dependencies=[auth])
     async def explain(request: Request, label: str | None = None,
                       format: str = "png") -> Response:
-        return await _within(settings, _explain(request, settings, holder, state["batcher"],
-                                                label, format))
+        return await _within(settings, _explain(request, settings, holder, state, label,
+                                                format))
 
 
 async def _within(settings: ApiSettings, work) -> Response:
@@ -273,8 +299,14 @@ def _ready(holder: Holder) -> Release:
 
 async def read_uploads(request: Request, settings: ApiSettings) -> list[tuple[str, bytes]]:
     """(name, bytes) of each uploaded image: multipart file parts, else the whole body."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=10**6, max_fields=1000)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=settings.max_images, max_fields=100)
+        except HTTPException as exc:  # Starlette: a malformed body, or too many parts
+            if "Too many files" in str(exc.detail):
+                raise _Refused(_error(413, f"more than --max-images {settings.max_images} "
+                                      "images in one request: split it")) from None
+            raise _Refused(_error(400, f"malformed multipart body: {exc.detail}")) from None
         uploads = [(item.filename or key, await item.read())
                    for key, item in form.multi_items() if isinstance(item, UploadFile)]
         await form.close()
@@ -289,29 +321,33 @@ async def read_uploads(request: Request, settings: ApiSettings) -> list[tuple[st
     return uploads
 
 
-async def _decode(uploads: list[tuple[str, bytes]], size: int, max_pixels: int
-                  ) -> list[tuple[np.ndarray | None, str]]:
+async def _decode(uploads: list[tuple[str, bytes]], size: int, max_pixels: int,
+                  decoders: ThreadPoolExecutor) -> list[tuple[np.ndarray | None, str]]:
+    """Each upload decoded on the decoder threads (never on the event loop)."""
     loop = asyncio.get_running_loop()
-    return await asyncio.gather(*(loop.run_in_executor(None, serving.decode_upload, data,
+    return await asyncio.gather(*(loop.run_in_executor(decoders, serving.decode_upload, data,
                                                        size, max_pixels, name)
                                   for name, data in uploads))
 
 
-async def _predict(request: Request, settings: ApiSettings, holder: Holder,
-                   batcher: Batcher, metrics: ApiMetrics) -> Response:
+async def _predict(request: Request, settings: ApiSettings, holder: Holder, state: dict,
+                   metrics: ApiMetrics) -> Response:
     release = _ready(holder)
     uploads = await read_uploads(request, settings)
     for attempt in range(2):  # again once if the release changed image size meanwhile
-        decoded = await _decode(uploads, release.image_size, settings.max_pixels)
+        decoded = await _decode(uploads, release.image_size, settings.max_pixels,
+                                state["decoders"])
         good = [i for i, (_, error) in enumerate(decoded) if not error]
         if not good:
             break
         try:
-            probs, release = await batcher.submit(np.stack([decoded[i][0] for i in good]))
+            probs, release = await state["batcher"].submit(
+                np.stack([decoded[i][0] for i in good]))
             break
         except StaleImageSize:
             if attempt:
-                raise
+                raise QueueFull("the model was swapped twice while this request waited"
+                                ) from None
             release = _ready(holder)
     results = [{"name": name, "ok": False, "error": error}
                for (name, _), (_, error) in zip(uploads, decoded, strict=True)]
@@ -329,7 +365,7 @@ async def _predict(request: Request, settings: ApiSettings, holder: Holder,
     return JSONResponse(body, 200 if good else 422)
 
 
-async def _explain(request: Request, settings: ApiSettings, holder: Holder, batcher: Batcher,
+async def _explain(request: Request, settings: ApiSettings, holder: Holder, state: dict,
                    label: str | None, fmt: str) -> Response:
     release = _ready(holder)
     if fmt not in ("png", "json"):
@@ -341,20 +377,23 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, batc
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
         raise _Refused(_error(422, f"explain takes one image; got {len(uploads)}"))
-    (image, error), = await _decode(uploads, release.image_size, settings.max_pixels)
+    (image, error), = await _decode(uploads, release.image_size, settings.max_pixels,
+                                    state["decoders"])
     if error:
         return JSONResponse({**_identity(release), "detail": f"{uploads[0][0]}: {error}",
                              "result": {"name": uploads[0][0], "ok": False, "error": error}},
                             422)
     release = _ready(holder)
     if image.shape[0] != release.image_size:  # swapped meanwhile for another size
-        (image, _), = await _decode(uploads, release.image_size, settings.max_pixels)
-    png, answer = await batcher.call(serving.explain_image, release, image, label)
+        (image, _), = await _decode(uploads, release.image_size, settings.max_pixels,
+                                    state["decoders"])
+    png, answer = await state["batcher"].call(serving.explain_image, release, image, label,
+                                              admit=True)
     answer = {"name": uploads[0][0]} | answer
     if fmt == "json":
         return JSONResponse({**_identity(release), "result": answer,
                              "png_base64": base64.b64encode(png).decode()})
-    headers = {"X-Unfreeze-Release": release.name,
+    headers = {"X-Unfreeze-Release": _header_text(release.name),
                "X-Unfreeze-Predicted": _header_text(answer["predicted"]),
                "X-Unfreeze-Explained": _header_text(answer["explained"])}
     return Response(png, media_type="image/png", headers=headers)
@@ -367,9 +406,7 @@ def _identity(release: Release) -> dict:
 
 
 def _header_text(text: str) -> str:
-    """A class name as an HTTP header value (percent-encoded beyond ASCII)."""
-    from urllib.parse import quote
-
+    """A name as an HTTP header value (percent-encoded beyond ASCII)."""
     return quote(text, safe=" ;,-_.()")
 
 
@@ -380,4 +417,5 @@ def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000,
     import uvicorn
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                limit_concurrency=settings.max_connections,
                 timeout_graceful_shutdown=max(5, int(settings.timeout_s)))

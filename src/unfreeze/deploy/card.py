@@ -19,6 +19,7 @@ from unfreeze.evaluation.caveats import HEADLINE_MEANING, caveats
 from unfreeze.io import read_json
 
 CARD_FILE = "MODEL_CARD.md"
+CARD_JSON = "MODEL_CARD.json"  # the facts the card is written from, for programs
 FEW_TEST_IMAGES = 30  # a class with fewer test images has wide per-class intervals
 SOURCES = {"data": "prepare/data.json", "split": "split/split.json",
            "head": "head/metrics.json", "finetune": "finetune/metrics.json",

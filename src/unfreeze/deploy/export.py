@@ -8,6 +8,8 @@
     labels.txt           one class name per line, in output order
     MODEL_CARD.md        data, recipe, test metrics with intervals, CV, operating point,
                          parity and limitations, from the run's reports (``card``)
+    MODEL_CARD.json      the facts the card is written from, its operating point and parity
+                         (for programs: ``GET /v1/model`` of ``unfreeze api``)
     saved_model/         TensorFlow SavedModel, signature ``serving_default``:      (savedmodel)
                          uint8 images (n, S, S, 3), raw 0–255 RGB → ``probabilities`` (n, C)
                          (multi-label: C independent per-label probabilities)
@@ -32,7 +34,7 @@ import numpy as np
 
 from unfreeze.config.errors import ExportError
 from unfreeze.config.params import ExportParams
-from unfreeze.deploy.card import CARD_FILE, render
+from unfreeze.deploy.card import CARD_FILE, CARD_JSON, render
 from unfreeze.evaluation.calibrate import CLIP, OperatingPoint, calibrate_probs, decide_classes
 from unfreeze.evaluation.inference import evaluation_rows
 from unfreeze.io import read_json, temp_dir, write_json
@@ -171,6 +173,8 @@ def export_model(params: ExportParams, model_dir: Path, operating_point: Path,
         if card is not None:
             (tmp / CARD_FILE).write_text(render(card, point.as_dict(), metrics),
                                          encoding="utf-8")
+            write_json(tmp / CARD_JSON, {"facts": card, "operating_point": point.as_dict(),
+                                         "parity": metrics})
         write_json(tmp / META_FILE, meta | {"operating_point": point.as_dict(),
                                             "exported_from": str(model_dir)})
         _replace_folder(tmp, out_dir)

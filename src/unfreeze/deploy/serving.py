@@ -32,12 +32,12 @@ import numpy as np
 
 from unfreeze.config.params import MAX_PIXELS
 from unfreeze.dataset.scan import inspect_image
-from unfreeze.deploy.card import CARD_FILE
+from unfreeze.deploy.card import CARD_FILE, CARD_JSON
 from unfreeze.deploy.predict import UNDECODABLE, SavedModel, explained_index, load_saved
 from unfreeze.evaluation.calibrate import calibrate_probs
 from unfreeze.evaluation.inference import TTA_VIEWS
 from unfreeze.io import read_json, sha256_file
-from unfreeze.training.artifacts import MODEL_FILE
+from unfreeze.training.artifacts import META_FILE, MODEL_FILE
 
 log = logging.getLogger("unfreeze.api")
 CHUNK = 64  # images per forward call: bounds the activations held at once
@@ -52,15 +52,16 @@ class StaleImageSize(Exception):
     decoded: decode them again at the new size."""
 
 
-def model_signature(path: Path) -> tuple[str, int, int] | None:
-    """What identifies the model ``path`` points to now: its resolved folder and its model
-    file's inode and mtime (a folder rewritten in place changes them); None if missing."""
-    folder = path.resolve()
+def model_signature(path: Path) -> tuple | None:
+    """What identifies the model ``path`` points to now: its resolved folder, and the inode
+    and mtime of its model file and meta.json (a folder rewritten in place changes them);
+    None if either is missing (or the path is a symlink loop)."""
     try:
-        stat = (folder / MODEL_FILE).stat()
-    except OSError:
+        folder = path.resolve()
+        files = [(folder / name).stat() for name in (MODEL_FILE, META_FILE)]
+    except (OSError, RuntimeError):
         return None
-    return str(folder), stat.st_ino, stat.st_mtime_ns
+    return (str(folder), *((st.st_ino, st.st_mtime_ns) for st in files))
 
 
 @dataclass
@@ -71,8 +72,9 @@ class Release:
     folder: Path
     saved: SavedModel
     model_sha256: str
-    signature: tuple[str, int, int] | None
+    signature: tuple | None
     card_markdown: str | None = None
+    card_json: dict | None = None
     metrics: dict | None = None
     _forward: Callable | None = field(default=None, repr=False)
 
@@ -102,7 +104,8 @@ class Release:
                 "task": "multilabel" if self.saved.multilabel else "multiclass",
                 "classes": self.saved.classes, "image_size": self.image_size,
                 "operating_point": point.as_dict() if point else None,
-                "card": {"markdown": self.card_markdown, "metrics": self.metrics}}
+                "card": {"markdown": self.card_markdown, "json": self.card_json,
+                         "metrics": self.metrics}}
 
 
 def load_release(path: Path) -> Release:
@@ -120,9 +123,11 @@ def load_release(path: Path) -> Release:
 
     digest = sha256_file(folder / MODEL_FILE)
     name = folder.name if folder.parent.name == "releases" else f"{folder.name}@{digest[:8]}"
-    card, metrics = folder / CARD_FILE, folder / "metrics.json"
+    card, card_json, metrics = (folder / CARD_FILE, folder / CARD_JSON,
+                                folder / "metrics.json")
     release = Release(name, folder, saved, digest, signature,
                       card.read_text(encoding="utf-8") if card.is_file() else None,
+                      read_json(card_json) if card_json.is_file() else None,
                       read_json(metrics) if metrics.is_file() else None, forward)
     release.probabilities(np.zeros((1, size, size, 3), np.uint8))  # warm-up: traces once
     return release
@@ -140,21 +145,25 @@ def _decoder(image_size: int) -> Callable:
 
 def decode_upload(data: bytes, image_size: int, max_pixels: int = MAX_PIXELS,
                   name: str = "upload") -> tuple[np.ndarray | None, str]:
-    """One uploaded file as the (S, S, 3) uint8 image training would see, or the reason
-    ``prepare`` gives for refusing it (the header first: bombs are never decoded); the
-    reason names the upload ``name``, never an in-memory object."""
+    """One uploaded file as the (S, S, 3) uint8 image training would see, or why not: the
+    header first, by ``prepare``'s rules (format; bombs are never decoded), then one decode
+    by the training code, as ``unfreeze predict`` does. A reason names the upload ``name``,
+    never an in-memory object."""
     import tensorflow as tf
 
     if not data:
         return None, "empty file (0 bytes)"
     buffer = io.BytesIO(data)
-    reason, _ = inspect_image(buffer, max_pixels, decode=True)
+    reason, _ = inspect_image(buffer, max_pixels, decode=False)
     if reason:
         return None, reason.replace(repr(buffer), repr(name))
     try:
         return _decoder(image_size)(tf.constant(data)).numpy(), ""
     except tf.errors.OpError:
         return None, UNDECODABLE
+    except Exception as exc:  # never a 500 for one image; the log keeps the traceback
+        log.exception("decoding upload %r failed", name)
+        return None, f"{UNDECODABLE}: {type(exc).__name__}"
 
 
 def image_result(release: Release, probs: np.ndarray, decision: np.ndarray) -> dict:
@@ -225,6 +234,7 @@ class Batcher:
         self.run, self.on_batch = run, on_batch
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.queued = 0  # images waiting, not yet in a batch
+        self.calls = 0  # admitted calls (Grad-CAM) waiting for or on the model thread
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="unfreeze-model")
         self._items: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
@@ -233,15 +243,25 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    @property
+    def alive(self) -> bool:
+        """Whether the batch loop runs (it only ends when stopped)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
+        """End the loop, fail what still waits, let the model thread finish its pass."""
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.executor.shutdown(wait=True)
+        while self._items:
+            item = self._items.popleft()
+            if not item.future.done():
+                item.future.set_exception(QueueFull("the server is shutting down"))
+        await asyncio.to_thread(self.executor.shutdown, wait=True)
 
     async def submit(self, images: np.ndarray) -> tuple[np.ndarray, object]:
         """Probabilities of ``images`` and the context that computed them."""
-        if self.queued + len(images) > self.max_queue:
+        if self.queued + self.calls + len(images) > self.max_queue:
             raise QueueFull(f"{self.queued} images queued; at most {self.max_queue}")
         future = asyncio.get_running_loop().create_future()
         self._items.append(_Item(images, future))
@@ -249,17 +269,31 @@ class Batcher:
         self._wake.set()
         return await future
 
-    async def call(self, fn: Callable, *args):
-        """Run ``fn(*args)`` on the model thread, between batches (Grad-CAM, warm-ups)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def call(self, fn: Callable, *args, admit: bool = False):
+        """Run ``fn(*args)`` on the model thread, between batches (Grad-CAM). ``admit``:
+        count it against ``max_queue`` like one image (:class:`QueueFull` beyond)."""
+        if admit and self.queued + self.calls + 1 > self.max_queue:
+            raise QueueFull(f"{self.queued} images and {self.calls} explanations queued; "
+                            f"at most {self.max_queue}")
+        self.calls += admit
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.calls -= admit
 
     async def _loop(self) -> None:
         while True:
             await self._gather()
             batch = self._take()
             live = [item for item in batch if not item.future.done()]  # gone: timed out
-            if live:
-                await self._answer(live)
+            try:
+                if live:
+                    await self._answer(live)
+            except Exception as exc:  # a bug outside the pass: fail these, keep serving
+                log.exception("batch of %d requests failed", len(live))
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
 
     async def _gather(self) -> None:
         """Wait for a first item, then up to ``max_wait_s`` until ``max_batch`` images."""
@@ -324,13 +358,16 @@ class Holder:
     async def refresh(self) -> bool:
         """Load the path's target if it changed (not again after it failed to load, until
         it changes again); True when a new release was swapped in."""
-        signature = model_signature(self.path)
-        if signature is None:
-            self.error = f"--model {self.path}: no {MODEL_FILE} there (yet)"
-            return False
-        if (self.current and signature == self.current.signature) or signature == self._failed:
-            return False
         loop = asyncio.get_running_loop()
+        signature = await loop.run_in_executor(self._loader, model_signature, self.path)
+        if signature is None:
+            self.error = f"--model {self.path}: no {MODEL_FILE} and {META_FILE} there (yet)"
+            return False
+        if self.current and signature == self.current.signature:
+            self.error = ""  # back to what is served (e.g. after a half-written folder)
+            return False
+        if signature == self._failed:
+            return False
         try:
             new = await loop.run_in_executor(self._loader, load_release, self.path)
         except Exception as exc:  # a half-written folder, a bad model: keep the old one
@@ -347,7 +384,11 @@ class Holder:
     async def watch(self, interval_s: float) -> None:
         """Refresh now, then every ``interval_s`` seconds."""
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # never let hot reload die silently
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("checking %s failed", self.path)
             await asyncio.sleep(interval_s)
 
     def close(self) -> None:

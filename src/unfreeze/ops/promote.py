@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -255,7 +256,16 @@ def point_current(production: Path, name: str) -> None:
     tmp_link = production / f".current.tmp-{uuid.uuid4().hex[:6]}"
     os.symlink(Path("releases") / name, tmp_link)
     os.replace(tmp_link, production / "current")
-    add_version(production, name)
+    try:
+        version = add_version(production, name)
+    except OSError as exc:  # the switch stands: a failed link must not lose its record
+        warnings.warn(f"{production}/serving: could not link {name} for TF Serving ({exc}); "
+                      "TF Serving keeps serving the previous version", stacklevel=2)
+        return
+    if version is None:
+        warnings.warn(f"release {name} has no saved_model/ (exported without "
+                      "export.savedmodel): TF Serving keeps serving the previous version of "
+                      f"{production}/serving; `unfreeze api` serves {name}", stacklevel=2)
 
 
 def list_releases(production: Path) -> list[dict]:
