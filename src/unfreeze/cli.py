@@ -176,21 +176,25 @@ def _add_api_command(sub) -> None:
                      "models/export; never taken from a request")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    for flag, kind, default, what in (
-            ("--max-batch", int, 32, "images per forward pass"),
-            ("--max-wait-ms", float, 5.0, "wait after a first image for others to batch"),
-            ("--max-queue", int, 256, "images waiting at most; more: 503 + Retry-After"),
-            ("--max-connections", int, 64, "concurrent connections at most; more: 503 "
-             "(with --max-body-mb, bounds the memory uploads take)"),
-            ("--max-images", int, 32, "images per request at most (413)"),
-            ("--max-body-mb", float, 20.0, "request body at most (413)"),
-            ("--max-pixels", int, None, "pixels per image at most, from the header "
-             "(default: data.max_pixels' default)"),
-            ("--timeout-s", float, 30.0, "answer within this, else 504"),
-            ("--reload-interval-s", float, 2.0, "how often the model path is checked")):
+    for flag, kind, default, what in API_LIMITS:
         api.add_argument(flag, type=kind, default=default, help=what)
     api.add_argument("--log-level", default="info",
                      choices=("critical", "error", "warning", "info", "debug"))
+
+
+# `unfreeze api`'s limits: flag, type, default, help (each an ApiSettings field)
+API_LIMITS = (
+    ("--max-batch", int, 32, "images per forward pass"),
+    ("--max-wait-ms", float, 5.0, "wait after a first image for others to batch"),
+    ("--max-queue", int, 256, "images waiting at most; more: 503 + Retry-After"),
+    ("--max-connections", int, 64, "concurrent connections at most; more: 503 "
+     "(with --max-body-mb, bounds the memory uploads take)"),
+    ("--max-images", int, 32, "images per request at most (413)"),
+    ("--max-body-mb", float, 20.0, "request body at most (413)"),
+    ("--max-pixels", int, None, "pixels per image at most, from the header "
+     "(default: data.max_pixels' default)"),
+    ("--timeout-s", float, 30.0, "answer within this, else 504"),
+    ("--reload-interval-s", float, 2.0, "how often the model path is checked"))
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -198,8 +202,8 @@ def _api(args: argparse.Namespace) -> int:
     from unfreeze.deploy.api import TOKEN_ENV, ApiSettings, run_server
 
     model = Path(args.model)
-    options = {k: v for k, v in vars(args).items() if k.startswith(("max_", "timeout",
-                                                                    "reload")) and v is not None}
+    names = [flag[2:].replace("-", "_") for flag, *_ in API_LIMITS]
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     settings = ApiSettings(model.parent if model.suffix == ".keras" else model,
                            token=os.environ.get(TOKEN_ENV) or None, **options)
     print(f"serving {settings.model} on http://{args.host}:{args.port} (page: /, API: /v1/, "

@@ -35,6 +35,23 @@ def images(first: int, n: int = 1, size: int = 2) -> np.ndarray:
         (1, size, size, 3), np.uint8)
 
 
+def gated(max_batch: int, max_wait_s: float, max_queue: int, wrap=lambda run: run):
+    """A batcher whose passes wait for a gate (``wrap`` may change its run function); the
+    batch sizes it records, and the gate."""
+    batches: list[int] = []
+    gate = threading.Event()
+    batcher = Batcher(wrap(recording_run(batches, gate)), max_batch=max_batch,
+                      max_wait_s=max_wait_s, max_queue=max_queue)
+    return batcher, batches, gate
+
+
+async def blocked_pass(batcher: Batcher) -> asyncio.Future:
+    """One image submitted, its pass started alone and blocked on the gate."""
+    busy = asyncio.ensure_future(batcher.submit(images(0)))
+    await asyncio.sleep(0.1)
+    return busy
+
+
 async def run_batcher(batcher: Batcher, work):
     batcher.start()
     try:
@@ -44,14 +61,10 @@ async def run_batcher(batcher: Batcher, work):
 
 
 def test_waiting_requests_are_gathered_up_to_max_batch_and_each_gets_its_rows():
-    batches: list[int] = []
-    gate = threading.Event()
-    batcher = Batcher(recording_run(batches, gate), max_batch=4, max_wait_s=0.05,
-                      max_queue=100)
+    batcher, batches, gate = gated(max_batch=4, max_wait_s=0.05, max_queue=100)
 
     async def work():
-        first = asyncio.ensure_future(batcher.submit(images(0)))
-        await asyncio.sleep(0.1)  # the first pass starts alone and blocks on the gate
+        first = await blocked_pass(batcher)
         rest = [asyncio.ensure_future(batcher.submit(images(i, 2 if i == 3 else 1)))
                 for i in range(1, 7)]
         await asyncio.sleep(0.05)
@@ -67,14 +80,10 @@ def test_waiting_requests_are_gathered_up_to_max_batch_and_each_gets_its_rows():
 
 
 def test_a_full_queue_refuses_new_images_and_counts_explanations():
-    batches: list[int] = []
-    gate = threading.Event()
-    batcher = Batcher(recording_run(batches, gate), max_batch=8, max_wait_s=0.02,
-                      max_queue=3)
+    batcher, batches, gate = gated(max_batch=8, max_wait_s=0.02, max_queue=3)
 
     async def work():
-        busy = asyncio.ensure_future(batcher.submit(images(0)))
-        await asyncio.sleep(0.1)  # in a (blocked) pass: no longer queued
+        busy = await blocked_pass(batcher)  # in a (blocked) pass: no longer queued
         queued = [asyncio.ensure_future(batcher.submit(images(i))) for i in (1, 2, 3)]
         await asyncio.sleep(0)
         with pytest.raises(QueueFull, match="3 images queued; at most 3"):
@@ -89,22 +98,21 @@ def test_a_full_queue_refuses_new_images_and_counts_explanations():
 
 
 def test_cancelled_requests_are_skipped_and_a_failed_pass_fails_only_its_requests():
-    batches: list[int] = []
-    gate = threading.Event()
     failing = {"on": False}
-    run = recording_run(batches, gate)
 
-    def maybe_failing(x):
-        if failing["on"]:
-            failing["on"] = False
-            raise RuntimeError("boom")
-        return run(x)
+    def failing_once(run):
+        def maybe_failing(x):
+            if failing["on"]:
+                failing["on"] = False
+                raise RuntimeError("boom")
+            return run(x)
+        return maybe_failing
 
-    batcher = Batcher(maybe_failing, max_batch=8, max_wait_s=0.01, max_queue=100)
+    batcher, batches, gate = gated(max_batch=8, max_wait_s=0.01, max_queue=100,
+                                   wrap=failing_once)
 
     async def work():
-        busy = asyncio.ensure_future(batcher.submit(images(0)))
-        await asyncio.sleep(0.1)
+        busy = await blocked_pass(batcher)
         gone = asyncio.ensure_future(batcher.submit(images(1)))
         kept = asyncio.ensure_future(batcher.submit(images(2)))
         await asyncio.sleep(0)
@@ -123,14 +131,10 @@ def test_cancelled_requests_are_skipped_and_a_failed_pass_fails_only_its_request
 
 
 def test_images_of_another_size_are_not_stacked_with_the_others():
-    batches: list[int] = []
-    gate = threading.Event()
-    batcher = Batcher(recording_run(batches, gate), max_batch=8, max_wait_s=0.01,
-                      max_queue=100)
+    batcher, batches, gate = gated(max_batch=8, max_wait_s=0.01, max_queue=100)
 
     async def work():
-        busy = asyncio.ensure_future(batcher.submit(images(0)))
-        await asyncio.sleep(0.1)
+        busy = await blocked_pass(batcher)
         mixed = [asyncio.ensure_future(batcher.submit(images(i, size=3 if i <= 2 else 2)))
                  for i in range(1, 5)]
         await asyncio.sleep(0)

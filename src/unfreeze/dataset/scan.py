@@ -101,7 +101,7 @@ def inspect_image(path: str | Path | BinaryIO, max_pixels: int, decode: bool
     return "", facts
 
 
-def header_problem(path: str | Path, max_pixels: int = MAX_PIXELS) -> str:
+def header_problem(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> str:
     """Why a file is refused from its header alone (no pixel decoded), or "" if it is not."""
     return inspect_image(path, max_pixels, decode=False)[0]
 

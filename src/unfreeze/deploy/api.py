@@ -359,7 +359,7 @@ async def _predict(request: Request, settings: ApiSettings, holder: Holder, stat
                 release, probs[row], decisions[row])
     metrics.images.labels("predicted").inc(len(good))
     metrics.images.labels("rejected").inc(len(uploads) - len(good))
-    body = {**_identity(release), "results": results}
+    body = {**release.identity(), "results": results}
     if not good:
         body["detail"] = "no image could be used: " + "; ".join(
             f"{r['name']}: {r['error']}" for r in results)
@@ -381,7 +381,7 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, stat
     (image, error), = await _decode(uploads, release.image_size, settings.max_pixels,
                                     state["decoders"])
     if error:
-        return JSONResponse({**_identity(release), "detail": f"{uploads[0][0]}: {error}",
+        return JSONResponse({**release.identity(), "detail": f"{uploads[0][0]}: {error}",
                              "result": {"name": uploads[0][0], "ok": False, "error": error}},
                             422)
     release = _ready(holder)
@@ -392,18 +392,12 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, stat
                                               admit=True)
     answer = {"name": uploads[0][0]} | answer
     if fmt == "json":
-        return JSONResponse({**_identity(release), "result": answer,
+        return JSONResponse({**release.identity(), "result": answer,
                              "png_base64": base64.b64encode(png).decode()})
     headers = {"X-Unfreeze-Release": _header_text(release.name),
                "X-Unfreeze-Predicted": _header_text(answer["predicted"]),
                "X-Unfreeze-Explained": _header_text(answer["explained"])}
     return Response(png, media_type="image/png", headers=headers)
-
-
-def _identity(release: Release) -> dict:
-    """What every answer computed by a release says about it."""
-    return {"release": release.name, "model_sha256": release.model_sha256,
-            "task": "multilabel" if release.saved.multilabel else "multiclass"}
 
 
 def _header_text(text: str) -> str:

@@ -51,6 +51,11 @@ class SavedModel:
     point: OperatingPoint | None  # None: arg-max (multi-label: 0.5), no temperature, no TTA
     multilabel: bool = False  # one sigmoid per label: a set of labels per image
 
+    @property
+    def task(self) -> str:
+        """``multilabel`` or ``multiclass`` (the ``task`` param's values)."""
+        return "multilabel" if self.multilabel else "multiclass"
+
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """Decisions at the stored operating point: class indices, or multi-label (n, L)
         0/1 at the per-label thresholds (0.5 each without a point)."""

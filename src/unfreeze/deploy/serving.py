@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from unfreeze.config.params import MAX_PIXELS
-from unfreeze.dataset.scan import inspect_image
+from unfreeze.dataset.scan import header_problem
 from unfreeze.deploy.card import CARD_FILE, CARD_JSON
 from unfreeze.deploy.predict import UNDECODABLE, SavedModel, explained_index, load_saved
 from unfreeze.evaluation.calibrate import calibrate_probs
@@ -89,20 +89,23 @@ class Release:
         if images.shape[1:3] != (self.image_size, self.image_size):
             raise StaleImageSize(f"{images.shape[1:3]} != {self.image_size}")
         point = self.saved.point
-        views = []
+        batch, views = tf.convert_to_tensor(images, tf.uint8), []
         for axes in TTA_VIEWS[point.tta if point else "none"]:
-            x = tf.convert_to_tensor(images, tf.uint8)
-            x = tf.reverse(x, list(axes)) if axes else x
+            x = tf.reverse(batch, list(axes)) if axes else batch
             views.append(np.concatenate([self._forward(x[i:i + CHUNK]).numpy()
                                          for i in range(0, len(images), CHUNK)]))
         return calibrate_probs(np.mean(views, axis=0), point)
 
+    def identity(self) -> dict:
+        """What every answer computed by this release says about it."""
+        return {"release": self.name, "model_sha256": self.model_sha256,
+                "task": self.saved.task}
+
     def describe(self) -> dict:
         """What ``GET /v1/model`` answers: classes, size, operating point, card."""
         point = self.saved.point
-        return {"release": self.name, "model_sha256": self.model_sha256,
-                "task": "multilabel" if self.saved.multilabel else "multiclass",
-                "classes": self.saved.classes, "image_size": self.image_size,
+        return {**self.identity(), "classes": self.saved.classes,
+                "image_size": self.image_size,
                 "operating_point": point.as_dict() if point else None,
                 "card": {"markdown": self.card_markdown, "json": self.card_json,
                          "metrics": self.metrics}}
@@ -154,7 +157,7 @@ def decode_upload(data: bytes, image_size: int, max_pixels: int = MAX_PIXELS,
     if not data:
         return None, "empty file (0 bytes)"
     buffer = io.BytesIO(data)
-    reason, _ = inspect_image(buffer, max_pixels, decode=False)
+    reason = header_problem(buffer, max_pixels)
     if reason:
         return None, reason.replace(repr(buffer), repr(name))
     try:
