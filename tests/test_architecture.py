@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("config", "dataset", "training", "evaluation", "deploy", "ops")
+PACKAGES = ("config", "dataset", "training", "evaluation", "deploy", "ops", "cli")
 
 
 def lint_imports(project: Path) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ def test_stage_script_exits_2_with_a_one_line_error(tmp_path):
 
 
 def test_unreachable_server_is_named_with_what_to_do(monkeypatch, capsys):
-    from unfreeze.cli import check_server
+    from unfreeze.cli.flows import check_server
 
     assert check_server(None) is None
     msg = check_server("http://127.0.0.1:9/api", timeout=2)
@@ -60,7 +60,7 @@ def test_unreachable_server_is_named_with_what_to_do(monkeypatch, capsys):
 
 
 def test_summary_lists_each_stage_and_the_decision():
-    from unfreeze.cli import format_summary
+    from unfreeze.cli.flows import format_summary
 
     text = format_summary({"project": "/p", "source_changed": True, "stages": [
         {"stage": "prepare", "ran": True, "seconds": 1.25},

@@ -16,7 +16,7 @@ from api_helpers import png_bytes, serving, tiny_model
 
 from unfreeze.deploy import predict as pred
 from unfreeze.deploy.api import ApiSettings, create_app
-from unfreeze.deploy.serving import Batcher, QueueFull
+from unfreeze.deploy.batching import Batcher, QueueFull
 from unfreeze.ops.promote import point_current
 
 

@@ -10,13 +10,13 @@
 - ``GET /metrics``: Prometheus text (:mod:`unfreeze.deploy.api_metrics`).
 - ``GET /``: the web page (``web/``: every script and style served here, no CDN).
 
-Every answer that used the model names its release. Limits: body size (413, before the body
-is read when it declares its length), images per request (413), pixels per image (refused
-from the header, undecoded), images decoded at once (:data:`DECODERS`), a bounded queue of
-images and explanations (503 + Retry-After), concurrent connections (uvicorn's 503), the
-time to answer (504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs
-``Authorization: Bearer <token>`` (401). The model path is fixed at start; no request
-names a file.
+Every answer that used the model names its release. Limits (most checked in
+:mod:`unfreeze.deploy.api_limits`): body size (413, before the body is read when it declares
+its length), images per request (413), pixels per image (refused from the header,
+undecoded), images decoded at once (:data:`DECODERS`), a bounded queue of images and
+explanations (503 + Retry-After), concurrent connections (uvicorn's 503), the time to answer
+(504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs ``Authorization: Bearer <token>``
+(401). The model path is fixed at start; no request names a file.
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,115 +32,25 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException  # what Request.form raises (not FastAPI's)
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from unfreeze.config.errors import ApiError
-from unfreeze.config.params import MAX_PIXELS
 from unfreeze.deploy import serving
+from unfreeze.deploy.api_limits import (
+    ApiSettings,
+    BodyTooLarge,
+    Guard,
+    Refused,
+    authorize,
+    read_uploads,
+    reply,
+)
 from unfreeze.deploy.api_metrics import CONTENT_TYPE, ApiMetrics
+from unfreeze.deploy.batching import Batcher, QueueFull, StaleImageSize
 from unfreeze.deploy.predict import check_label
-from unfreeze.deploy.serving import Batcher, Holder, QueueFull, Release, StaleImageSize
-from unfreeze.training.artifacts import META_FILE, MODEL_FILE
+from unfreeze.deploy.serving import Holder, Release
 
 WEB = Path(__file__).with_name("web")
-TOKEN_ENV = "UNFREEZE_API_TOKEN"
 DECODERS = 2  # images decoded at once: bounds the memory a burst of large images takes
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """`unfreeze api`'s options (each checked; the message names the flag)."""
-
-    model: Path
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 256
-    max_body_mb: float = 20.0
-    max_images: int = 32
-    max_pixels: int = MAX_PIXELS
-    timeout_s: float = 30.0
-    reload_interval_s: float = 2.0
-    max_connections: int = 64
-    token: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        for flag, value, low in (("--max-batch", self.max_batch, 1),
-                                 ("--max-queue", self.max_queue, 1),
-                                 ("--max-images", self.max_images, 1),
-                                 ("--max-pixels", self.max_pixels, 1),
-                                 ("--max-connections", self.max_connections, 1),
-                                 ("--max-wait-ms", self.max_wait_ms, 0),
-                                 ("--max-body-mb", self.max_body_mb, 1e-6),
-                                 ("--timeout-s", self.timeout_s, 1e-3),
-                                 ("--reload-interval-s", self.reload_interval_s, 1e-3)):
-            if not value >= low:
-                raise ApiError(f"{flag} {value!r}: must be at least {low}")
-        if not (self.model / MODEL_FILE).is_file() or not (self.model / META_FILE).is_file():
-            raise ApiError(f"--model {self.model}: not a model folder written by unfreeze "
-                           f"({MODEL_FILE} and {META_FILE} in it), e.g. production/current "
-                           "or models/export")
-        if self.max_queue < self.max_images:
-            raise ApiError(f"--max-queue {self.max_queue} < --max-images {self.max_images}: "
-                           "a full request could never be queued; raise --max-queue")
-
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.max_body_mb * 2**20)
-
-
-class BodyTooLarge(Exception):
-    """The request body went past ``--max-body-mb`` while being read."""
-
-
-def _error(status: int, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status, headers=headers or None)
-
-
-class Guard:
-    """Outermost ASGI layer: refuses a body that declares too many bytes (before reading it),
-    stops one that streams too many, and counts every answer in the metrics."""
-
-    def __init__(self, app: ASGIApp, settings: ApiSettings, metrics: ApiMetrics) -> None:
-        self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]  # 500 unless a response starts
-
-        async def counted_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        try:
-            if declared.isdigit() and int(declared) > self.limit:
-                await _error(413, self._too_large(int(declared)))(scope, receive,
-                                                                  counted_send)
-            else:
-                await self.app(scope, self._limited(receive), counted_send)
-        finally:  # a crash (Starlette sends its 500, then re-raises) is counted too
-            self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
-
-    def _limited(self, receive: Receive) -> Receive:
-        seen = [0]
-
-        async def limited() -> Message:
-            message = await receive()
-            seen[0] += len(message.get("body", b""))
-            if seen[0] > self.limit:
-                raise BodyTooLarge(self._too_large(seen[0]))
-            return message
-
-        return limited
-
-    def _too_large(self, size: int) -> str:
-        return (f"request body of {size} bytes is over --max-body-mb "
-                f"({self.limit} bytes); send fewer or smaller images per request")
 
 
 def create_app(settings: ApiSettings) -> Guard:
@@ -175,7 +81,7 @@ def create_app(settings: ApiSettings) -> Guard:
 
     app = FastAPI(title="unfreeze", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.holder, app.state.metrics = holder, metrics  # for benchmarks and tests
-    auth = Depends(_authorize(settings.token))
+    auth = Depends(authorize(settings.token))
     _add_exception_handlers(app)
     _add_model_routes(app, settings, holder, state, metrics, auth)
     _add_status_routes(app, holder, state, metrics)
@@ -190,43 +96,14 @@ def _run(holder: Holder):
     return run
 
 
-def _authorize(token: str | None):
-    """A dependency that wants ``Authorization: Bearer <token>`` when a token is set (the
-    scheme in any case; digests compared in constant time, so neither the token nor its
-    length leaks through timing)."""
-    wanted = _digest(token) if token else None
-
-    async def check(request: Request) -> None:
-        if wanted is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(given.strip()),
-                                                                 wanted):
-            raise _Refused(_error(401, f"missing or wrong bearer token (the server has "
-                                  f"{TOKEN_ENV} set): send Authorization: Bearer <token>",
-                                  **{"WWW-Authenticate": "Bearer"}))
-    return check
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
-
-
-class _Refused(Exception):
-    """Answer ``response`` instead (raised from a dependency or a helper)."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
 def _add_exception_handlers(app: FastAPI) -> None:
-    @app.exception_handler(_Refused)
-    async def refused(request: Request, exc: _Refused) -> Response:
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
         return exc.response
 
     @app.exception_handler(BodyTooLarge)
     async def too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return _error(413, str(exc))
+        return reply(413, str(exc))
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -281,45 +158,21 @@ async def _within(settings: ApiSettings, work) -> Response:
     try:
         return await asyncio.wait_for(work, settings.timeout_s)
     except asyncio.TimeoutError:
-        return _error(504, f"not answered within --timeout-s ({settings.timeout_s} s); the "
-                      "server is overloaded or the upload too slow: retry later")
-    except _Refused as refused:
+        return reply(504, f"not answered within --timeout-s ({settings.timeout_s} s); the "
+                     "server is overloaded or the upload too slow: retry later")
+    except Refused as refused:
         return refused.response
     except QueueFull as exc:
-        return _error(503, f"busy: {exc}; retry after the Retry-After seconds",
-                      **{"Retry-After": "1"})
+        return reply(503, f"busy: {exc}; retry after the Retry-After seconds",
+                     **{"Retry-After": "1"})
 
 
 def _ready(holder: Holder) -> Release:
     if holder.current is None:
-        raise _Refused(_error(503, "the model is still loading: retry shortly "
-                              + (f"(last load failed: {holder.error})" if holder.error else ""),
-                              **{"Retry-After": "5"}))
+        raise Refused(reply(503, "the model is still loading: retry shortly "
+                            + (f"(last load failed: {holder.error})" if holder.error else ""),
+                            **{"Retry-After": "5"}))
     return holder.current
-
-
-async def read_uploads(request: Request, settings: ApiSettings) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each uploaded image: multipart file parts, else the whole body."""
-    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=settings.max_images, max_fields=100)
-        except HTTPException as exc:  # Starlette: a malformed body, or too many parts
-            if "Too many files" in str(exc.detail):
-                raise _Refused(_error(413, f"more than --max-images {settings.max_images} "
-                                      "images in one request: split it")) from None
-            raise _Refused(_error(400, f"malformed multipart body: {exc.detail}")) from None
-        uploads = [(item.filename or key, await item.read())
-                   for key, item in form.multi_items() if isinstance(item, UploadFile)]
-        await form.close()
-        if not uploads:
-            raise _Refused(_error(422, "no file part in the multipart body; send each image "
-                                  "as a file, e.g. curl -F file=@image.png"))
-    else:
-        uploads = [(request.query_params.get("name", "body"), await request.body())]
-    if len(uploads) > settings.max_images:
-        raise _Refused(_error(413, f"{len(uploads)} images in one request; at most "
-                              f"--max-images {settings.max_images}: split the request"))
-    return uploads
 
 
 async def _decode(uploads: list[tuple[str, bytes]], size: int, max_pixels: int,
@@ -370,14 +223,14 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, stat
                    label: str | None, fmt: str) -> Response:
     release = _ready(holder)
     if fmt not in ("png", "json"):
-        raise _Refused(_error(422, f"format={fmt!r}: use png or json"))
+        raise Refused(reply(422, f"format={fmt!r}: use png or json"))
     try:
         check_label(release.saved, label)
     except ValueError as exc:
-        raise _Refused(_error(422, str(exc).replace("--label", "label"))) from None
+        raise Refused(reply(422, str(exc).replace("--label", "label"))) from None
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
-        raise _Refused(_error(422, f"explain takes one image; got {len(uploads)}"))
+        raise Refused(reply(422, f"explain takes one image; got {len(uploads)}"))
     (image, error), = await _decode(uploads, release.image_size, settings.max_pixels,
                                     state["decoders"])
     if error:
@@ -403,7 +256,6 @@ async def _explain(request: Request, settings: ApiSettings, holder: Holder, stat
 def _header_text(text: str) -> str:
     """A name as an HTTP header value (percent-encoded beyond ASCII)."""
     return quote(text, safe=" ;,-_.()")
-
 
 
 def run_server(settings: ApiSettings, host: str = "127.0.0.1", port: int = 8000,
