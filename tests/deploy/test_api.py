@@ -15,7 +15,8 @@ from PIL import Image
 
 from unfreeze.config.errors import ApiError
 from unfreeze.deploy import predict as pred
-from unfreeze.deploy.api import ApiSettings, create_app
+from unfreeze.deploy.api import create_app
+from unfreeze.deploy.api_limits import ApiSettings
 from unfreeze.evaluation.calibrate import OperatingPoint
 
 
@@ -306,7 +307,7 @@ def test_multilabel_answers_label_sets_with_per_label_thresholds(tmp_path):
 def test_a_crash_is_counted_as_a_500(model_dir):
     from fastapi import FastAPI
 
-    from unfreeze.deploy.api import Guard
+    from unfreeze.deploy.api_limits import Guard
     from unfreeze.deploy.api_metrics import ApiMetrics
 
     app, metrics = FastAPI(), ApiMetrics()

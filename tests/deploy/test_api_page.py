@@ -12,7 +12,8 @@ import pytest
 from api_helpers import carded_model, png_bytes, serving, tiny_model
 from conftest import chromium
 
-from unfreeze.deploy.api import WEB, ApiSettings, create_app
+from unfreeze.deploy.api import WEB, create_app
+from unfreeze.deploy.api_limits import ApiSettings
 from unfreeze.evaluation.calibrate import OperatingPoint
 
 LABELS = OperatingPoint(["blue", "red"], None, None, "f1", 1.0, "none",

@@ -15,7 +15,8 @@ import pytest
 from api_helpers import png_bytes, serving, tiny_model
 
 from unfreeze.deploy import predict as pred
-from unfreeze.deploy.api import ApiSettings, create_app
+from unfreeze.deploy.api import create_app
+from unfreeze.deploy.api_limits import ApiSettings
 from unfreeze.deploy.batching import Batcher, QueueFull
 from unfreeze.ops.promote import point_current
 

@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The ``unfreeze`` argument parser with every sub-command, and each one's handler."""
-    parser = argparse.ArgumentParser(prog="unfreeze", description="The unfreeze console "
-                                     "script: the pipeline's commands besides `dvc repro`.")
+    parser = argparse.ArgumentParser(prog="unfreeze",
+                                     description="The ``unfreeze`` console script.")
     parser.add_argument("--version", action="version", version=f"unfreeze {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     handlers: dict[str, Callable] = {}
-    for module in (flows, models, api, tuning):
-        handlers.update(module.add_commands(sub))
+    for add in (flows.add_commands, models.add_commands, api.add_commands,
+                flows.add_scaleout_commands, tuning.add_commands):  # the order --help shows
+        handlers.update(add(sub))
     return parser, handlers

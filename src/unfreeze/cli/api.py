@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def add_commands(sub) -> dict[str, Callable]:
-    """`unfreeze api`: the HTTP API and web page of a saved model."""
+    """`unfreeze api`: the HTTP API and web page of a saved model; its handler."""
     api = sub.add_parser("api", help="serve a model over HTTP: predict, explain, web page; "
                          "reloads when the model path changes (UNFREEZE_API_TOKEN: bearer "
                          "token for /v1/*)")

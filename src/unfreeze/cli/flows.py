@@ -1,5 +1,6 @@
-"""`unfreeze check`, `retrain`, `serve`, and the scale-out commands (`deploy-folds`,
-`worker`, `remote-cv`): the Prefect flows run, served or spread over workers."""
+"""`unfreeze check` (params and data root, no Prefect), then the Prefect flows: `retrain`
+(once), `serve` (on a schedule), and the scale-out commands (`deploy-folds`, `worker`,
+`remote-cv`: folds spread over workers)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,12 @@ def add_commands(sub) -> dict[str, Callable]:
     serve.add_argument("--project", default=".", help="project root (with dvc.yaml)")
     serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
     serve.add_argument("--name", default=None, help="deployment name (default: from the path)")
-    _add_scaleout_commands(sub)
-    return {"check": _check, "retrain": _retrain, "serve": _serve, "deploy-folds": _scaleout,
-            "worker": _scaleout, "remote-cv": _scaleout}
+    return {"check": _check, "retrain": _retrain, "serve": _serve}
 
 
-def _add_scaleout_commands(sub) -> None:
-    """Sub-commands that spread cross-validation folds over Prefect workers."""
+def add_scaleout_commands(sub) -> dict[str, Callable]:
+    """Sub-commands that spread cross-validation folds over Prefect workers; their
+    handler."""
     deploy = sub.add_parser("deploy-folds", help="deploy the per-fold flow to a work pool "
                             "(created as a process pool if missing)")
     deploy.add_argument("--pool", required=True, help="Prefect work pool name")
@@ -44,6 +44,7 @@ def _add_scaleout_commands(sub) -> None:
     remote.add_argument("--project", default=".", help="project root (with dvc.yaml)")
     remote.add_argument("--timeout", type=float, default=24 * 3600,
                         help="seconds to wait for the fold runs (default 24 h)")
+    return {"deploy-folds": _scaleout, "worker": _scaleout, "remote-cv": _scaleout}
 
 
 def _scaleout(args: argparse.Namespace) -> int:
@@ -139,8 +140,9 @@ def _serve(args: argparse.Namespace) -> int:
     """`serve`: the retrain flow on a cron schedule against PREFECT_API_URL."""
     url = os.environ.get("PREFECT_API_URL")
     if not url:
-        raise UnfreezeError("serving needs a Prefect server: start one with `prefect server start "
-                     "--host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise UnfreezeError("serving needs a Prefect server: start one with `prefect server "
+                            "start --host 127.0.0.1` and set "
+                            "PREFECT_API_URL=http://127.0.0.1:4200/api")
     problem = check_server(url)
     if problem:
         raise UnfreezeError(problem)

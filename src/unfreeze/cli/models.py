@@ -12,7 +12,7 @@ from unfreeze.config.errors import UnfreezeError
 
 
 def add_commands(sub) -> dict[str, Callable]:
-    """Sub-commands that use a saved model, and `report`."""
+    """`predict`, `explain`, `report`, `cache` and `release`; their handlers by name."""
     predict = sub.add_parser("predict", help="predict images with a saved model")
     predict.add_argument("--model", required=True, help="model.keras (meta.json beside it) "
                          "or its folder, e.g. models/export")

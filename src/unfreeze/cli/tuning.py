@@ -63,8 +63,8 @@ def _add_sweep_command(sub) -> None:
 def _lr_find(args: argparse.Namespace) -> int:
     """`lr-find`: run the range test, write its CSV and PNG, print the suggestion."""
     if not 0 < args.start < args.end or args.steps < 6:
-        raise UnfreezeError(f"lr-find: need 0 < --start < --end and --steps >= 6; got --start "
-                     f"{args.start:g} --end {args.end:g} --steps {args.steps}")
+        raise UnfreezeError(f"lr-find: need 0 < --start < --end and --steps >= 6; got "
+                            f"--start {args.start:g} --end {args.end:g} --steps {args.steps}")
     from unfreeze.training import lr_find
 
     for line in lr_find.run(Path(args.params), Path(args.splits), args.phase,

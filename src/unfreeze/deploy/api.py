@@ -10,13 +10,13 @@
 - ``GET /metrics``: Prometheus text (:mod:`unfreeze.deploy.api_metrics`).
 - ``GET /``: the web page (``web/``: every script and style served here, no CDN).
 
-Every answer that used the model names its release. Limits (most checked in
-:mod:`unfreeze.deploy.api_limits`): body size (413, before the body is read when it declares
-its length), images per request (413), pixels per image (refused from the header,
-undecoded), images decoded at once (:data:`DECODERS`), a bounded queue of images and
-explanations (503 + Retry-After), concurrent connections (uvicorn's 503), the time to answer
-(504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs ``Authorization: Bearer <token>``
-(401). The model path is fixed at start; no request names a file.
+Every answer that used the model names its release. Limits (body size, images per request
+and the token are :mod:`unfreeze.deploy.api_limits`'s): body size (413, before the body is
+read when it declares its length), images per request (413), pixels per image (refused from
+the header, undecoded), images decoded at once (:data:`DECODERS`), a bounded queue of images
+and explanations (503 + Retry-After), concurrent connections (uvicorn's 503), the time to
+answer (504). With ``UNFREEZE_API_TOKEN`` set, ``/v1/*`` needs ``Authorization: Bearer
+<token>`` (401). The model path is fixed at start; no request names a file.
 """
 
 from __future__ import annotations

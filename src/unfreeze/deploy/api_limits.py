@@ -1,7 +1,7 @@
 """What `unfreeze api` refuses, and how: its settings (each limit checked, the message
 naming the flag), the outermost ASGI layer (a body over ``--max-body-mb`` refused before or
 while it is read; every answer counted in the metrics), the bearer token, and the uploads of a
-request read within ``--max-images``. A refusal is an :class:`Refused` carrying its response.
+request read within ``--max-images``. A refusal is a :class:`Refused` carrying its response.
 """
 
 from __future__ import annotations

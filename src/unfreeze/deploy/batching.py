@@ -5,7 +5,8 @@ forward pass, run on one worker thread so the event loop never waits on TensorFl
 first for more, and never stacks images of two shapes. Its queue holds at most ``max_queue``
 images (and admitted calls); beyond that :class:`QueueFull` (HTTP 503) instead of growing
 memory. A request that timed out before its pass is skipped; a failed pass fails only its
-own requests. Nothing here knows about models: ``run(images)`` is given.
+own requests. Nothing here loads or runs a model: ``run(images)`` is given
+(:class:`StaleImageSize` is what it raises when the model changed image size meanwhile).
 """
 
 from __future__ import annotations
