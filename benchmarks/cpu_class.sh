@@ -4,7 +4,8 @@
 #
 #   benchmarks/cpu_class.sh [OUT]        # OUT defaults to benchmarks/out/<UTC time>
 #
-# Writes OUT/machine.txt (CPU model, flags, commit, versions) and one log per command:
+# Writes OUT/machine.txt (benchmarks/common.machine()'s line, every CPU flag, the versions,
+# the commit) and one log per command:
 #   xla.log        benchmarks/xla.py --size 150          (the per-use XLA rule, hardware.py)
 #   precision.log  benchmarks/precision.py               (the CPU precision rule)
 #   recipe150.log  recipe_vs_seed.py --size 150 --finetune-views 1            (5 + 2 epochs)
@@ -18,14 +19,22 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 OUT="${1:-benchmarks/out/$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
 unset PYTHONDONTWRITEBYTECODE  # start-up figures count cached bytecode, as users have it
-{
-  grep -m1 "model name" /proc/cpuinfo || true
-  grep -m1 -E "^(flags|Features)" /proc/cpuinfo || true
-  echo "cores: $(nproc)"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
-  "$PYTHON" -c "import platform, tensorflow as tf, keras; print('python', platform.python_version(), '| tensorflow', tf.__version__, '| keras', keras.__version__)" 2>/dev/null
-} > "$OUT/machine.txt"
-cat "$OUT/machine.txt" | cut -c1-300
+"$PYTHON" - > "$OUT/machine.txt" <<'PY'  # the line every benchmark prints, and all flags
+import sys
+from importlib.metadata import version
+
+sys.path.insert(0, "benchmarks")
+from common import machine  # noqa: E402
+
+from unfreeze.training.hardware import cpu  # noqa: E402
+
+print(machine())
+print("flags:", " ".join(sorted(cpu()[1])))
+print("python", sys.version.split()[0], "| tensorflow", version("tensorflow"), "| keras",
+      version("keras"))
+PY
+echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)" >> "$OUT/machine.txt"
+cut -c1-300 "$OUT/machine.txt"
 
 run() {  # run NAME ARGS…: one benchmark, its whole output in OUT/NAME.log
   local name=$1
