@@ -218,3 +218,21 @@ def test_api_refuses_a_missing_model_or_a_bad_limit_before_serving(capsys, tmp_p
     (tmp_path / "m/meta.json").write_text("{}")
     assert main(["api", "--model", str(tmp_path / "m"), "--max-wait-ms", "-1"]) == 2
     assert "--max-wait-ms -1.0: must be at least 0" in capsys.readouterr().err
+
+
+def test_api_flag_defaults_are_the_settings_defaults():
+    """`unfreeze api`'s flags (cli) and ApiSettings (deploy) state each default once each: the
+    two must agree, or the command and the library would serve with different limits."""
+    import dataclasses
+
+    from unfreeze.cli.api import API_LIMITS
+    from unfreeze.config.params import MAX_PIXELS
+    from unfreeze.deploy.api_limits import ApiSettings
+
+    settings = {f.name: f.default for f in dataclasses.fields(ApiSettings)}
+    for flag, kind, default, _ in API_LIMITS:
+        name = flag[2:].replace("-", "_")
+        assert name in settings, flag
+        expected = settings[name]
+        assert (MAX_PIXELS if default is None else default) == expected, (flag, default)
+        assert isinstance(expected, kind), (flag, kind)
