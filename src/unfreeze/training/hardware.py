@@ -12,9 +12,11 @@ EPYC and an Intel Xeon with AVX-512 BF16/FP16), side by side in one run each
 - **XLA, per use** (:data:`USES`). On a GPU, Keras' own rule for every use (XLA where the
   model supports it, off under a distribution strategy). On a CPU, XLA only for
   :data:`CPU_XLA_USES` at :data:`CPU_XLA_MIN_SIZE` px and more: compiling costs 2-10 s per
-  graph, and only phase two on cached activations won that back in every run (EPYC: 1.56x
-  and 1.68x per epoch at 150 px, 2.02x at 224; not at 96 or 128 px, where the unfrozen
-  blocks see 1x1 or 2x2 activations). The head (0.3-0.6x), prediction (0.6-1.0x; 0.51x on
+  graph, and only phase two on cached activations was faster per epoch in every run (EPYC:
+  1.56-1.68x at 150 px in three runs, 2.02x at 224), enough to win its compilation back
+  within one epoch of a real data set (with compilation counted: 1.10-1.27x, and 0.98x once,
+  on the benchmark's 256 images x 3 epochs); not at 96 or 128 px, where the unfrozen
+  blocks see 1x1 or 2x2 activations. The head (0.3-0.6x), prediction (0.3-1.0x; 0.51x on
   the Xeon), the frozen passes (0.5-1.15x) and training through the whole base (1.0-1.6x
   from run to run, compilation not won back in 3 epochs) run without it. Off under
   ``deterministic: true`` and under a strategy with several replicas.
