@@ -4,6 +4,7 @@ make it."""
 from __future__ import annotations
 
 import os
+import time
 
 # CPU flags that change what TensorFlow's CPU kernels can do (oneDNN picks its code path).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -19,6 +20,18 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     has = [f for f in SPEED_FLAGS if f in flags] or ["(no speed flags known)"]
     return f"machine: {model}, {cores} cores, {' '.join(has)}"
+
+
+def timed(call) -> float:
+    """Seconds one call takes."""
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def steady(call, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls (this machine's timings are noisy)."""
+    return min(timed(call) for _ in range(repeats))
 
 
 def demo_split():

@@ -22,26 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-def timed(call) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
-def steady(call, repeats: int) -> float:
-    """The fastest of ``repeats`` timed calls."""
-    return min(timed(call) for _ in range(repeats))
 
 
 def uses(size: int, n: int, epochs: int, batch: int, unfreeze_from: str, repeats: int):
     """``{use: run(xla) -> (whole seconds, steady seconds)}`` on one set of weights."""
     import keras
     import numpy as np
+    from common import steady, timed
 
     from unfreeze.config.params import FinetuneParams, HeadParams, ModelParams
     from unfreeze.training import features
