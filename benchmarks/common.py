@@ -34,6 +34,17 @@ def steady(call, repeats: int) -> float:
     return min(timed(call) for _ in range(repeats))
 
 
+def rounds(runs: dict, repeats: int) -> dict[str, list[float]]:
+    """``{name: seconds of each round}`` of the calls ``runs`` (name -> call) over ``repeats``
+    rounds, each round timing every call in turn: a slow spell of the machine then hits every
+    run, not one (side by side in one run)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, call in runs.items():
+            times[name].append(timed(call))
+    return times
+
+
 def demo_split():
     """``(splits table, training data, test rows, data root)`` of ELPV with default params."""
     from unfreeze.config.params import params_from_dict

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU-class figures of docs/benchmarks.md in one run (issue: one forward pass for both
-# phases, items 3 and 5), on the CPU at hand. Run from anywhere; ~45 min on 2 EPYC cores:
+# phases, items 3 and 5), on the CPU at hand. Run from anywhere; ~51 min on 2 EPYC cores:
 #
 #   benchmarks/cpu_class.sh [OUT]        # OUT defaults to benchmarks/out/<UTC time>
 #
@@ -8,6 +8,7 @@
 # the commit) and one log per command:
 #   xla.log        benchmarks/xla.py --size 150          (the per-use XLA rule, hardware.py)
 #   precision.log  benchmarks/precision.py               (the CPU precision rule)
+#   autotune.log   benchmarks/data_autotune.py           (tf.data autotuning, hardware.py)
 #   recipe150.log  recipe_vs_seed.py --size 150 --finetune-views 1            (5 + 2 epochs)
 #   recipe96.log   recipe_vs_seed.py --size 96 --head-epochs 10 --finetune-epochs 10
 #                  --finetune-views 1
@@ -44,6 +45,7 @@ run() {  # run NAME ARGS…: one benchmark, its whole output in OUT/NAME.log
 }
 run xla benchmarks/xla.py --size 150
 run precision benchmarks/precision.py
+run autotune benchmarks/data_autotune.py
 run recipe150 benchmarks/recipe_vs_seed.py --size 150 --finetune-views 1
 run recipe96 benchmarks/recipe_vs_seed.py --size 96 --head-epochs 10 --finetune-epochs 10 \
   --finetune-views 1
@@ -51,6 +53,7 @@ run recipe96 benchmarks/recipe_vs_seed.py --size 96 --head-epochs 10 --finetune-
 echo "== summary ($OUT)"
 sed -n '/^ratios off/,$p' "$OUT/xla.log"
 sed -n '/precision auto/p;/^at .*ratios over/,$p' "$OUT/precision.log"
+sed -n '/^at .*off \/ on/,$p' "$OUT/autotune.log"
 for log in recipe150 recipe96; do
   echo "-- $log"
   grep -E "^(start-ups|classic recipe|ours,|one-pass limit)" "$OUT/$log.log" || true

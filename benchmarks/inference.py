@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def best_rates(runs: dict, n_images: int, repeats: int = 2) -> dict[str, float]:
     """Highest images/s of each run over ``repeats`` rounds that alternate the runs."""
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: n_images / min(values) for name, values in seconds.items()}
+    from common import rounds
+
+    return {name: n_images / min(values) for name, values in rounds(runs, repeats).items()}
 
 
 def main() -> None:

@@ -38,19 +38,6 @@ def prepared(policy: str, xla: bool, size: int, images, labels, batch: int, weig
     return model
 
 
-def rounds(models: dict, call, repeats: int) -> dict[str, list[float]]:
-    """``{setting: seconds of each round}`` of ``call(model)`` over ``repeats`` rounds, each
-    round timing every setting in turn, so that a slow spell of the machine hits all settings
-    rather than one."""
-    from common import timed
-
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].append(timed(lambda model=model: call(model)))
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +50,7 @@ def main() -> None:
                         default=["float32", "mixed_bfloat16", "mixed_float16"])
     args = parser.parse_args()
     import numpy as np
-    from common import machine
+    from common import machine, rounds
 
     from unfreeze.config.params import ModelParams
     from unfreeze.training import hardware
@@ -79,12 +66,14 @@ def main() -> None:
         for xla in (False, True):
             models[f"{policy}, XLA {'on' if xla else 'off'}"] = prepared(
                 policy, xla, args.size, images, labels, args.batch, weights)
-    train = rounds(models, lambda model: model.fit(images, labels, batch_size=args.batch,
-                                                   epochs=1, verbose=0), args.repeats)
+    train = rounds({name: lambda model=model: model.fit(images, labels, batch_size=args.batch,
+                                                         epochs=1, verbose=0)
+                    for name, model in models.items()}, args.repeats)
     for model in models.values():  # predict with the same weights in every setting
         model.set_weights(weights)
-    predict = rounds(models, lambda model: model.predict(images, batch_size=args.batch,
-                                                         verbose=0), args.repeats)
+    predict = rounds({name: lambda model=model: model.predict(images, batch_size=args.batch,
+                                                              verbose=0)
+                      for name, model in models.items()}, args.repeats)
     results = {}
     for name, model in models.items():
         results[name] = (len(images) / min(train[name]), len(images) / min(predict[name]),
