@@ -1,5 +1,5 @@
-"""tf.data autotuning on this machine: our input pipeline with it on (TensorFlow's default)
-and off, side by side.
+"""tf.data autotuning on this machine: our input pipeline with it on (TensorFlow's default,
+and ours with a GPU) and off (ours on a CPU alone: ``hardware.data_autotune``), side by side.
 
     .venv/bin/python benchmarks/data_autotune.py [--size 96] [--images 512] [--batch 32]
                                                  [--repeats 5]

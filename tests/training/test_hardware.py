@@ -104,3 +104,27 @@ def test_for_use_switches_a_trained_models_prediction_off_xla_on_a_cpu():
     hardware.configure(True)
     hardware.for_use(model, "predict")
     assert model.jit_compile is True
+
+
+@pytest.mark.parametrize(("machine", "tuned"), [
+    (EPYC, False), (XEON_BF16, False), (XEON_AMX, False),  # a CPU alone: off
+    (gpu((8, 0)), True), (gpu((6, 1)), True),  # with a GPU: TensorFlow's default
+])
+def test_data_autotune_is_off_on_a_cpu_alone_and_on_with_a_gpu(machine, tuned, monkeypatch):
+    monkeypatch.delenv(hardware.AUTOTUNE_ENV, raising=False)
+    assert hardware.data_autotune(machine) is tuned
+
+
+@pytest.mark.parametrize(("value", "tuned"), [("1", True), ("on", True), ("0", False),
+                                              ("False", False)])
+def test_data_autotune_follows_the_environment_when_set(value, tuned, monkeypatch):
+    monkeypatch.setenv(hardware.AUTOTUNE_ENV, value)
+    assert hardware.data_autotune(EPYC if tuned else gpu((8, 0))) is tuned  # against the rule
+
+
+def test_a_bad_data_autotune_value_names_the_variable_and_the_choices(monkeypatch):
+    from unfreeze.config.errors import UnfreezeError
+
+    monkeypatch.setenv(hardware.AUTOTUNE_ENV, "sometimes")
+    with pytest.raises(UnfreezeError, match=r"UNFREEZE_DATA_AUTOTUNE='sometimes'.*1.*0"):
+        hardware.data_autotune(EPYC)

@@ -134,3 +134,36 @@ def test_sixteen_bit_png_and_cmyk_jpeg_decode_to_8_bit_rgb(tmp_path):
     red = np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB"), dtype=np.float32)
     np.testing.assert_allclose(images[1], red, atol=8.0)  # CMYK red comes out red
     assert images[1][..., 0].mean() > 200 and images[1][..., 1:].mean() < 60
+
+
+def test_datasets_autotune_as_the_machine_rule_says_and_give_the_same_batches(tmp_path,
+                                                                                monkeypatch):
+    """tf.data autotuning (hardware.data_autotune) changes speed only: the training batches
+    (shuffled, augmented) and the evaluation batches are identical with it on and off."""
+    from unfreeze.training import hardware
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(9):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+
+    def batches(setting):
+        monkeypatch.setenv(hardware.AUTOTUNE_ENV, setting)
+        train = inputs.make_dataset(paths, np.arange(9), 12, 4, shuffle=True, seed=3,
+                                    augment=AugmentParams())
+        evaluation = inputs.make_dataset(paths, None, 12, 4)
+        view = inputs.make_view_dataset(paths, 12, 4, AugmentParams(),
+                                        inputs.view_draws(9, 5))
+        for ds in (train, evaluation, view):
+            assert ds.options().autotune.enabled is (setting == "1")
+        epochs = [list(train.as_numpy_iterator()) for _ in range(2)]
+        return [part for epoch in epochs for batch in epoch for part in batch] + [
+            *evaluation.as_numpy_iterator(), *view.as_numpy_iterator()]
+
+    on, off = batches("1"), batches("0")
+    assert len(on) == len(off) == 2 * 2 * 3 + 3 + 3  # 2 epochs x 3 batches x (images, labels)
+    for a, b in zip(on, off, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(on[0], on[6])  # each epoch draws new warps

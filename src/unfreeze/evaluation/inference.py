@@ -14,7 +14,7 @@ from unfreeze.dataset.rows import Rows, is_split, load_splits, rows_of
 from unfreeze.training import hardware
 from unfreeze.training.artifacts import read_meta
 from unfreeze.training.distribute import replicas_of
-from unfreeze.training.inputs import make_dataset
+from unfreeze.training.inputs import make_dataset, tuned
 
 TTA_VIEWS = {"none": ((),), "hflip": ((), (2,)), "flips": ((), (2,), (1,), (1, 2))}
 
@@ -43,7 +43,7 @@ def predict_image_views(model, images: np.ndarray, batch_size: int, tta: str = "
     """:func:`predict_views` for decoded images (``(n, S, S, 3)``, raw 0–255 pixels)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(batch_size)
+    ds = tuned(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(batch_size))
     return _views(model, ds, len(images), tta)
 
 

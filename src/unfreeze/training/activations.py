@@ -251,8 +251,8 @@ def pooled_rows(pooled: keras.Model, acts: np.ndarray) -> np.ndarray:
     out = np.empty((len(acts), *pooled.output.shape[1:]), np.float32)
     for rows in row_chunks(len(acts), batch, replicas):
         chunk = tf.data.Dataset.from_tensor_slices(np.asarray(acts[rows]))
-        out[rows] = pooled.predict(inputs.batched(chunk, rows.stop - rows.start, batch,
-                                                  replicas), verbose=0)
+        out[rows] = pooled.predict(inputs.tuned(inputs.batched(
+            chunk, rows.stop - rows.start, batch, replicas)), verbose=0)
     return out
 
 

@@ -21,6 +21,16 @@ EPYC and an Intel Xeon with AVX-512 BF16/FP16), side by side in one run each
   from run to run, compilation not won back in 3 epochs) run without it. Off under
   ``deterministic: true`` and under a strategy with several replicas.
 
+- **tf.data autotuning** of the input pipelines (:func:`data_autotune`): on with a GPU
+  (TensorFlow's default), off on a CPU alone, where ``benchmarks/data_autotune.py`` measured
+  it costing time (EPYC, 96 px, medians of 5 alternating rounds: the evaluation pass 1.51x
+  faster off from the decoded cache, 1.32x decoding files, a training epoch 1.12x): with it
+  on, passes there ended on multiples of ~2.6 s (5.13 s against 3.39 s off), the CPU idle
+  in between. With it off, every ``AUTOTUNE`` map runs as many calls as there are cores, as
+  autotuning would give a CPU-bound pipeline. The outputs are the same either way (every map
+  is deterministic). ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the environment forces it: a
+  speed setting, so not a param (changing it reruns no stage).
+
 ``train.xla: true`` / ``false`` forces every use of a training process (phase one, phase two,
 a CV fold: their passes and predictions included). The ``evaluate`` stage and
 ``unfreeze predict`` do not read ``train`` and use the ``auto`` rule for prediction.
@@ -29,6 +39,7 @@ a CV fold: their passes and predictions included). The ``evaluate`` stage and
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -42,6 +53,8 @@ USES: tuple[Use, ...] = ("features", "head", "upper", "full", "predict")
 CPU_XLA_USES: frozenset[Use] = frozenset({"upper"})
 CPU_XLA_MIN_SIZE = 150  # image size (px) from which CPU_XLA_USES compile on a CPU
 AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
+AUTOTUNE_ENV = "UNFREEZE_DATA_AUTOTUNE"
+_ON, _OFF = frozenset({"1", "true", "on", "yes"}), frozenset({"0", "false", "off", "no"})
 
 _setting: bool | str = "auto"
 _deterministic = False
@@ -94,6 +107,22 @@ def precision(setting: str, machine: Machine | None = None) -> str:
         return ("mixed_bfloat16" if capability >= (8, 0)
                 else "mixed_float16" if capability >= (7, 0) else "float32")
     return "mixed_bfloat16" if machine.cpu_flags >= AMX_FLAGS else "float32"
+
+
+def data_autotune(machine: Machine | None = None) -> bool:
+    """Whether tf.data autotunes this process's input pipelines (see the module docstring):
+    ``UNFREEZE_DATA_AUTOTUNE`` (1 or 0) when set, else on with a GPU, off on a CPU alone."""
+    from unfreeze.config.errors import UnfreezeError
+
+    value = os.environ.get(AUTOTUNE_ENV, "").strip().lower()
+    if value in _ON or value in _OFF:
+        return value in _ON
+    if value:
+        raise UnfreezeError(f"{AUTOTUNE_ENV}={os.environ[AUTOTUNE_ENV]!r}: expected 1 (tf.data "
+                            "autotuning on) or 0 (off); unset it for the default (on with a "
+                            "GPU, off on a CPU alone)")
+    machine = this_machine() if machine is None else machine
+    return bool(machine.gpus)
 
 
 def xla(use: Use, setting: bool | str | None = None, machine: Machine | None = None,

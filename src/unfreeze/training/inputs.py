@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from unfreeze.config.params import AugmentParams
-from unfreeze.training import mixing
+from unfreeze.training import hardware, mixing
 from unfreeze.training.cache import DecodedCache, default_cache
 from unfreeze.training.distribute import batch_sizes
 
@@ -55,9 +55,17 @@ def read_decoded(path: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def decode_all(paths: list[str], image_size: int) -> Iterable[np.ndarray]:
     """Each of ``paths`` decoded and resized (:func:`decode_resize`), in order, in parallel."""
-    return tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string)).map(
+    return tuned(tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string)).map(
         lambda p: decode_resize(p, image_size), num_parallel_calls=AUTOTUNE,
-        deterministic=True).prefetch(AUTOTUNE).as_numpy_iterator()
+        deterministic=True)).as_numpy_iterator()
+
+
+def tuned(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` prefetched, with tf.data autotuning as :func:`~unfreeze.training.hardware.
+    data_autotune` decides (off on a CPU alone). The elements are the same either way."""
+    options = tf.data.Options()
+    options.autotune.enabled = hardware.data_autotune()
+    return ds.prefetch(AUTOTUNE).with_options(options)
 
 
 def random_transforms(seed: tf.Tensor, n: tf.Tensor, height: int, width: int,
@@ -182,7 +190,7 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray | None
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds).map(finish, num_parallel_calls=AUTOTUNE,
                                             deterministic=True)
-    return ds.prefetch(AUTOTUNE)
+    return tuned(ds)
 
 
 def batch_finisher(augment: AugmentParams | None, targets: mixing.Targets | None):
@@ -231,8 +239,8 @@ def make_view_dataset(paths: Sequence[str], image_size: int, batch_size: int,
     def mix_batch(a: tf.Tensor, b: tf.Tensor, row: tuple) -> tf.Tensor:
         return mixing.mix(a, b, *row)[0]
 
-    return tf.data.Dataset.zip(view, other, rows).map(
-        mix_batch, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+    return tuned(tf.data.Dataset.zip(view, other, rows).map(
+        mix_batch, num_parallel_calls=AUTOTUNE, deterministic=True))
 
 
 @dataclass(frozen=True)
@@ -261,8 +269,8 @@ def _warped_view(paths: Sequence[str], image_size: int, batch_size: int,
         return warp(images, transforms_from_uniform(u, images.shape[1], images.shape[2],
                                                     augment), augment.fill_mode)
 
-    return tf.data.Dataset.zip(plain, rows).map(warp_batch, num_parallel_calls=AUTOTUNE,
-                                                deterministic=True).prefetch(AUTOTUNE)
+    return tuned(tf.data.Dataset.zip(plain, rows).map(warp_batch, num_parallel_calls=AUTOTUNE,
+                                                      deterministic=True))
 
 
 def batched(ds: tf.data.Dataset, n: int, batch_size: int, replicas: int) -> tf.data.Dataset:
@@ -285,8 +293,8 @@ def decode_files(paths: Sequence[str], image_size: int) -> tuple[list[int], np.n
         return [], np.zeros((0, image_size, image_size, 3), np.uint8)
     rows = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)),
                                                tf.constant(list(paths), tf.string)))
-    ds = rows.map(lambda i, p: (i, decode_resize(p, image_size)), num_parallel_calls=AUTOTUNE,
-                  deterministic=True).ignore_errors()
+    ds = tuned(rows.map(lambda i, p: (i, decode_resize(p, image_size)),
+                        num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors())
     decoded = list(ds.as_numpy_iterator())
     if not decoded:
         return [], np.zeros((0, image_size, image_size, 3), np.uint8)
