@@ -85,16 +85,10 @@ def build_releases(production: Path, size: int) -> None:
     point_current(production, RELEASES[0])
 
 
-def timed(fn) -> float:
-    """Seconds ``fn()`` took."""
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
 def raw_rates(model_dir: Path, images_dir: Path, batch: int, passes: int = 3) -> dict:
     """images/s of ``model.predict`` over the decoded images: batched and one at a time."""
     import numpy as np
+    from common import timed
 
     from unfreeze.deploy.predict import load_saved
     from unfreeze.deploy.serving import decode_upload, load_release

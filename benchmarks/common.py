@@ -1,10 +1,14 @@
-"""What several benchmarks share: the machine they ran on, the ELPV demo split as the stages
-make it."""
+"""What several benchmarks share: the machine they ran on, timing calls side by side, the ELPV
+demo split as the stages make it."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 # CPU flags that change what TensorFlow's CPU kernels can do (oneDNN picks its code path).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -22,23 +26,23 @@ def machine() -> str:
     return f"machine: {model}, {cores} cores, {' '.join(has)}"
 
 
-def timed(call) -> float:
+def timed(call: Callable[[], object]) -> float:
     """Seconds one call takes."""
     started = time.perf_counter()
     call()
     return time.perf_counter() - started
 
 
-def steady(call, repeats: int) -> float:
+def steady(call: Callable[[], object], repeats: int) -> float:
     """The fastest of ``repeats`` timed calls (this machine's timings are noisy)."""
     return min(timed(call) for _ in range(repeats))
 
 
-def rounds(runs: dict, repeats: int) -> dict[str, list[float]]:
+def rounds(runs: dict[K, Callable[[], object]], repeats: int) -> dict[K, list[float]]:
     """``{name: seconds of each round}`` of the calls ``runs`` (name -> call) over ``repeats``
     rounds, each round timing every call in turn: a slow spell of the machine then hits every
     run, not one (side by side in one run)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    times: dict[K, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, call in runs.items():
             times[name].append(timed(call))

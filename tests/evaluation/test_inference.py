@@ -51,3 +51,30 @@ def test_the_shipped_image_size_on_real_demo_images():
     assert heat.shape == (2, 299, 299) and len(np.unique(heat[0].round(3))) > 8
     extractor, _ = split_model(model, Params().finetune.unfreeze_from)
     assert extractor.output.shape[1:] == (8, 8, 1280)  # the input of mixed9 at 299 px
+
+
+def test_predicting_decoded_images_and_pooling_cached_activations_apply_the_autotuning_rule(
+        monkeypatch):
+    """The two datasets built outside ``inputs`` (``unfreeze predict``'s decoded arrays, the
+    pooled features of stored activations) go through ``inputs.tuned`` too."""
+    import keras
+
+    from unfreeze.evaluation import inference
+    from unfreeze.training import activations, inputs
+
+    made = []
+    real = inputs.tuned
+
+    def spy(ds):
+        made.append(real(ds))
+        return made[-1]
+
+    monkeypatch.setattr(inference, "tuned", spy)
+    monkeypatch.setattr(inputs, "tuned", spy)
+    images = keras.Input((4, 4, 3))
+    model = keras.Model(images, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Flatten()(images)))
+    probs = inference.predict_image_views(model, np.zeros((3, 4, 4, 3), np.uint8), 2)
+    assert len(made) == 1 and probs[0].shape == (3, 2)
+    pooled = activations.pooled_rows(model, np.zeros((5, 4, 4, 3), np.float32))
+    assert len(made) == 2 and pooled.shape == (5, 2)

@@ -128,3 +128,12 @@ def test_a_bad_data_autotune_value_names_the_variable_and_the_choices(monkeypatc
     monkeypatch.setenv(hardware.AUTOTUNE_ENV, "sometimes")
     with pytest.raises(UnfreezeError, match=r"UNFREEZE_DATA_AUTOTUNE='sometimes'.*1.*0"):
         hardware.data_autotune(EPYC)
+
+
+def test_configure_rejects_a_bad_data_autotune_value_before_any_work(monkeypatch):
+    from unfreeze.config.errors import UnfreezeError
+
+    monkeypatch.setenv(hardware.AUTOTUNE_ENV, "2")
+    with pytest.raises(UnfreezeError, match="UNFREEZE_DATA_AUTOTUNE"):
+        hardware.configure("auto", False)
+    monkeypatch.delenv(hardware.AUTOTUNE_ENV)

@@ -166,4 +166,42 @@ def test_datasets_autotune_as_the_machine_rule_says_and_give_the_same_batches(tm
     assert len(on) == len(off) == 2 * 2 * 3 + 3 + 3  # 2 epochs x 3 batches x (images, labels)
     for a, b in zip(on, off, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(on[0], on[6])  # each epoch draws new warps
+
+
+def test_every_dataset_the_pipeline_hands_on_ends_in_tuned(tmp_path, monkeypatch):
+    """Options flow downstream, so a dataset's options cannot show that its own last step
+    applied the rule: a spy checks that each exit returns (or iterates) what ``tuned`` made."""
+    from unfreeze.training import mixing
+
+    made = []
+    real = inputs.tuned
+
+    def spy(ds):
+        made.append(real(ds))
+        return made[-1]
+
+    monkeypatch.setattr(inputs, "tuned", spy)
+    paths = []
+    for i in range(5):
+        Image.new("L", (10, 10), i * 40).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    mixed = AugmentParams(mixup=0.4)
+    partners = inputs.ViewPartners(paths[::-1], None, inputs.view_draws(5, 2),
+                                   mixing.view_draws(5, 3, mixed))
+    exits = {
+        "training": lambda: inputs.make_dataset(paths, np.arange(5), 8, 2, shuffle=True,
+                                                augment=AugmentParams()),
+        "evaluation": lambda: inputs.make_dataset(paths, None, 8, 2),
+        "warped view": lambda: inputs.make_view_dataset(paths, 8, 2, AugmentParams(),
+                                                        inputs.view_draws(5, 1)),
+        "mixed view": lambda: inputs.make_view_dataset(paths, 8, 2, mixed,
+                                                       inputs.view_draws(5, 1),
+                                                       partners=partners),
+    }
+    for name, make in exits.items():
+        assert make() is made[-1], name
+    for name, decode in {"decode_all": lambda: list(inputs.decode_all(paths, 8)),
+                         "decode_files": lambda: inputs.decode_files(paths, 8)}.items():
+        before = len(made)
+        decode()
+        assert len(made) == before + 1, name

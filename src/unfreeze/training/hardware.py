@@ -1,8 +1,10 @@
-"""What the machine has, and what ``train.precision: auto`` and ``train.xla: auto`` pick.
+"""What the machine has, and what ``train.precision: auto``, ``train.xla: auto`` and tf.data's
+autotuning pick.
 
-The rules come from measurements on both CPU classes this project runs on (an AVX2-only AMD
-EPYC and an Intel Xeon with AVX-512 BF16/FP16), side by side in one run each
-(``benchmarks/precision.py``, ``benchmarks/xla.py``; figures in docs/benchmarks.md):
+The precision and XLA rules come from measurements on both CPU classes this project runs on
+(an AVX2-only AMD EPYC and an Intel Xeon with AVX-512 BF16/FP16), side by side in one run each
+(``benchmarks/precision.py``, ``benchmarks/xla.py``; figures in docs/benchmarks.md); the
+autotuning rule from the EPYC only so far (``benchmarks/data_autotune.py``):
 
 - **Precision.** On a GPU: ``mixed_bfloat16`` from compute capability 8.0, ``mixed_float16``
   on 7.x (Tensor Cores), else float32. On a CPU: ``mixed_bfloat16`` only with AMX-BF16 (tile
@@ -21,15 +23,17 @@ EPYC and an Intel Xeon with AVX-512 BF16/FP16), side by side in one run each
   from run to run, compilation not won back in 3 epochs) run without it. Off under
   ``deterministic: true`` and under a strategy with several replicas.
 
-- **tf.data autotuning** of the input pipelines (:func:`data_autotune`): on with a GPU
-  (TensorFlow's default), off on a CPU alone, where ``benchmarks/data_autotune.py`` measured
-  it costing time (EPYC, 96 px, medians of 5 alternating rounds: the evaluation pass 1.51x
-  faster off from the decoded cache, 1.32x decoding files, a training epoch 1.12x): with it
-  on, passes there ended on multiples of ~2.6 s (5.13 s against 3.39 s off), the CPU idle
-  in between. With it off, every ``AUTOTUNE`` map runs as many calls as there are cores, as
-  autotuning would give a CPU-bound pipeline. The outputs are the same either way (every map
-  is deterministic). ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the environment forces it: a
-  speed setting, so not a param (changing it reruns no stage).
+- **tf.data autotuning** of the datasets this package builds (:func:`data_autotune`): on
+  with a GPU (TensorFlow's default; not measured here), off on a CPU alone. On the EPYC
+  (2 cores, 96 px, medians of 5 alternating rounds) the evaluation pass from the decoded
+  cache ran 1.51x faster off (5.14 s against 3.39 s): with autotuning on, most passes there
+  ended on multiples of ~2.6 s, the CPU idle in between. Decoding files (1.32x) and a
+  training epoch (1.12x) gained less, from fewer such stalls. With autotuning off,
+  TensorFlow runs each ``AUTOTUNE`` map at a fixed parallelism instead of tuning it. The
+  elements are the same either way (every map is deterministic). Keras' own pipeline for
+  the cached-feature and cached-activation epochs (a ``PyDataset``) keeps TensorFlow's
+  default. ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the environment forces it: a speed
+  setting, so not a param (changing it reruns no stage).
 
 ``train.xla: true`` / ``false`` forces every use of a training process (phase one, phase two,
 a CV fold: their passes and predictions included). The ``evaluate`` stage and
@@ -152,6 +156,7 @@ def configure(setting: bool | str, deterministic: bool = False) -> None:
     it; without a call, ``auto`` and not deterministic)."""
     global _setting, _deterministic
     xla("predict", setting, Machine(), deterministic=deterministic)  # validates
+    data_autotune(Machine())  # a bad UNFREEZE_DATA_AUTOTUNE fails here, before any work
     _setting, _deterministic = setting, deterministic
 
 
