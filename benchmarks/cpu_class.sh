@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU-class figures of docs/benchmarks.md in one run (issue: one forward pass for both
-# phases, items 3 and 5), on the CPU at hand. Run from anywhere; ~51 min on 2 EPYC cores:
+# phases, items 3 and 5), on the CPU at hand. Run from anywhere; ~50 min on 2 EPYC cores:
 #
 #   benchmarks/cpu_class.sh [OUT]        # OUT defaults to benchmarks/out/<UTC time>
 #
