@@ -121,6 +121,25 @@ def eager():
 
 
 @pytest.fixture
+def tuned_datasets(monkeypatch) -> list:
+    """Every dataset ``inputs.tuned`` makes while the test runs, in order (a spy on it, where
+    ``inputs`` and ``evaluation.inference`` call it); the datasets are the real ones."""
+    from unfreeze.evaluation import inference
+    from unfreeze.training import inputs
+
+    made: list = []
+    real = inputs.tuned
+
+    def spy(ds):
+        made.append(real(ds))
+        return made[-1]
+
+    monkeypatch.setattr(inputs, "tuned", spy)
+    monkeypatch.setattr(inference, "tuned", spy)
+    return made
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Two classes of 12 small PNG images each."""
     return make_image_folder(tmp_path / "images", {"cat": 12, "dog": 12})

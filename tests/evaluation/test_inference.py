@@ -54,23 +54,15 @@ def test_the_shipped_image_size_on_real_demo_images():
 
 
 def test_predicting_decoded_images_and_pooling_cached_activations_apply_the_autotuning_rule(
-        monkeypatch):
+        tuned_datasets):
     """The two datasets built outside ``inputs`` (``unfreeze predict``'s decoded arrays, the
     pooled features of stored activations) go through ``inputs.tuned`` too."""
     import keras
 
     from unfreeze.evaluation import inference
-    from unfreeze.training import activations, inputs
+    from unfreeze.training import activations
 
-    made = []
-    real = inputs.tuned
-
-    def spy(ds):
-        made.append(real(ds))
-        return made[-1]
-
-    monkeypatch.setattr(inference, "tuned", spy)
-    monkeypatch.setattr(inputs, "tuned", spy)
+    made = tuned_datasets
     images = keras.Input((4, 4, 3))
     model = keras.Model(images, keras.layers.Dense(2, activation="softmax")(
         keras.layers.Flatten()(images)))

@@ -136,4 +136,3 @@ def test_configure_rejects_a_bad_data_autotune_value_before_any_work(monkeypatch
     monkeypatch.setenv(hardware.AUTOTUNE_ENV, "2")
     with pytest.raises(UnfreezeError, match="UNFREEZE_DATA_AUTOTUNE"):
         hardware.configure("auto", False)
-    monkeypatch.delenv(hardware.AUTOTUNE_ENV)

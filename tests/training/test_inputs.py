@@ -168,19 +168,12 @@ def test_datasets_autotune_as_the_machine_rule_says_and_give_the_same_batches(tm
         np.testing.assert_array_equal(a, b)
 
 
-def test_every_dataset_the_pipeline_hands_on_ends_in_tuned(tmp_path, monkeypatch):
+def test_every_dataset_the_pipeline_hands_on_ends_in_tuned(tmp_path, tuned_datasets):
     """Options flow downstream, so a dataset's options cannot show that its own last step
     applied the rule: a spy checks that each exit returns (or iterates) what ``tuned`` made."""
     from unfreeze.training import mixing
 
-    made = []
-    real = inputs.tuned
-
-    def spy(ds):
-        made.append(real(ds))
-        return made[-1]
-
-    monkeypatch.setattr(inputs, "tuned", spy)
+    made = tuned_datasets
     paths = []
     for i in range(5):
         Image.new("L", (10, 10), i * 40).save(tmp_path / f"{i}.png")

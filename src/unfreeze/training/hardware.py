@@ -49,6 +49,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from unfreeze.config.errors import UnfreezeError
+
 Use = Literal["features", "head", "upper", "full", "predict"]
 # features: a frozen pass (pooled features, activation views); head: phase one on cached
 # features; upper: phase two on cached activations; full: training through the whole model
@@ -116,8 +118,6 @@ def precision(setting: str, machine: Machine | None = None) -> str:
 def data_autotune(machine: Machine | None = None) -> bool:
     """Whether tf.data autotunes this process's input pipelines (see the module docstring):
     ``UNFREEZE_DATA_AUTOTUNE`` (1 or 0) when set, else on with a GPU, off on a CPU alone."""
-    from unfreeze.config.errors import UnfreezeError
-
     value = os.environ.get(AUTOTUNE_ENV, "").strip().lower()
     if value in _ON or value in _OFF:
         return value in _ON
