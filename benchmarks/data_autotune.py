@@ -2,7 +2,7 @@
 and ours with a GPU) and off (ours on a CPU alone: ``hardware.data_autotune``), side by side.
 
     .venv/bin/python benchmarks/data_autotune.py [--size 96] [--images 512] [--batch 32]
-                                                 [--repeats 5]
+                                                 [--repeats 5] [--cached-epochs 3]
 
 One model (random init) and the same ``--images`` ELPV images through the pipeline's own
 datasets (``inputs.make_dataset``), each built with ``UNFREEZE_DATA_AUTOTUNE=1`` and ``0``
@@ -12,7 +12,10 @@ datasets (``inputs.make_dataset``), each built with ``UNFREEZE_DATA_AUTOTUNE=1``
   ``model.predict`` (the ``evaluate`` stage, ``unfreeze predict``);
 - ``evaluation, decoding files``: the same, decoding the image files;
 - ``training epoch``: one epoch of phase two through the whole base (``mixed9`` unfrozen) on
-  the shuffled, augmented dataset (``finetune.cached_views: 0``).
+  the shuffled, augmented dataset (``finetune.cached_views: 0``);
+- ``cached epochs``: ``--cached-epochs`` epochs of phase two on cached activations (the
+  default ``finetune.cached_views: 1``: the part from ``mixed9`` up, compiled as the
+  pipeline compiles it, fed by ``features.CachedViews.dataset``).
 
 Every use runs once with each setting first (warm-up: compiled, cache filled), then in
 ``--repeats`` rounds, each round timing every use and setting in turn, so a slow spell of the
@@ -37,15 +40,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cached-epochs", type=int, default=3)
     args = parser.parse_args()
 
     import numpy as np
     from common import demo_rows, machine, rounds
 
     from unfreeze.config.params import AugmentParams, FinetuneParams, ModelParams
-    from unfreeze.training import inputs
+    from unfreeze.training import fit, inputs
     from unfreeze.training import model as model_lib
     from unfreeze.training.cache import CACHE_ENV
+    from unfreeze.training.features import CachedViews
     from unfreeze.training.hardware import AUTOTUNE_ENV
 
     print(machine(), flush=True)
@@ -68,9 +73,22 @@ def main() -> None:
                                  augment=AugmentParams(), keys=keys)
         return lambda: model.fit(ds, epochs=1, verbose=0)
 
+    plan = fit.plan_phase(model, FinetuneParams(cached_views=1, unfreeze_from="mixed9"),
+                          labels)
+    acts = plan.extractor.predict(inputs.make_dataset(paths, None, args.size, args.batch),
+                                  verbose=0)
+
+    def cached(enabled: bool):
+        os.environ[AUTOTUNE_ENV] = "1" if enabled else "0"
+        views = CachedViews([acts], labels, args.batch, None, seed=0)
+        ds = views.dataset()
+        return lambda: plan.trainable.fit(ds, epochs=args.cached_epochs,
+                                          steps_per_epoch=len(views), verbose=0)
+
     uses = {"evaluation, decoded cache": lambda on: evaluation(True, on),
             "evaluation, decoding files": lambda on: evaluation(False, on),
-            "training epoch": epoch}
+            "training epoch": epoch,
+            f"{args.cached_epochs} cached epochs": cached}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[CACHE_ENV] = tmp
         runs = {(use, on): make(on) for use, make in uses.items() for on in (True, False)}

@@ -196,11 +196,10 @@ def test_views_stream_from_disk_a_training_epoch_holds_no_copy_of_them(tmp_path)
         start, peak, rows = anon_mb(), 0.0, 0
         for epoch in range(2):
             for i in range(len(ds)):
-                x, y, w = ds[i]
+                x, y, w = ds.batch(epoch, i)
                 assert (x == epoch % 2).all()
                 rows += len(x)
                 peak = max(peak, anon_mb())
-            ds.on_epoch_end()
         print(rows, peak - start)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

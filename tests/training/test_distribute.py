@@ -151,5 +151,6 @@ def test_a_strategys_datasets_end_in_batches_every_replica_gets_a_share_of(image
     labels = np.concatenate([y.numpy() for _, y in shared])
     assert labels.tolist() == list(range(9))  # order and labels kept
     views = CachedViews(np.zeros((1, 9, 4)), np.arange(9), 8, None, seed=0, replicas=2)
-    assert [len(views[i][1]) for i in range(len(views))] == [5, 4]
-    assert sorted(np.concatenate([views[i][1] for i in range(len(views))])) == list(range(9))
+    assert [len(views.batch(0, i)[1]) for i in range(len(views))] == [5, 4]
+    assert sorted(np.concatenate([views.batch(0, i)[1] for i in range(len(views))])) == list(
+        range(9))

@@ -16,8 +16,9 @@ def test_views_cycle_by_epoch_and_every_sample_is_seen_once_per_epoch():
     ds = features.CachedViews(views, labels, batch_size=2, class_weight={0: 2.0, 1: 0.5},
                               seed=7)
     assert len(ds) == 3  # 2 + 2 + 1: the last partial batch is kept
+    orders = []
     for epoch in range(4):
-        batches = [ds[i] for i in range(len(ds))]
+        batches = [ds.batch(epoch, i) for i in range(len(ds))]
         x = np.concatenate([b[0] for b in batches])
         y = np.concatenate([b[1] for b in batches])
         w = np.concatenate([b[2] for b in batches])
@@ -25,12 +26,64 @@ def test_views_cycle_by_epoch_and_every_sample_is_seen_once_per_epoch():
         assert sorted(rows.astype(int).tolist()) == [0, 1, 2, 3, 4]
         assert np.array_equal(y, labels[rows.astype(int)])  # labels stay with their rows
         assert np.array_equal(w, np.where(y == 0, 2.0, 0.5))
-        ds.on_epoch_end()
-    resumed = features.CachedViews(views, labels, 2, None, seed=7, first_epoch=2)
+        orders.append(rows.tolist())
+    assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
+
+
+def as_numpy(batches) -> list[tuple[np.ndarray, ...]]:
+    return [tuple(np.asarray(a) for a in b) for b in batches]
+
+
+def same_batches(a, b) -> bool:
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True))
+
+
+def test_the_dataset_of_cached_views_holds_each_epochs_batches_in_turn_from_first_epoch():
+    """What ``fit`` reads: epoch after epoch, each batch fixed by its epoch and index, so a
+    resumed phase (``first_epoch``) and an uninterrupted one train on the same batches."""
+    views = np.arange(3 * 5 * 2, dtype=np.float32).reshape(3, 5, 2)
+    labels = np.array([0, 1, 0, 1, 1])
     fresh = features.CachedViews(views, labels, 2, None, seed=7)
-    fresh.on_epoch_end()
-    fresh.on_epoch_end()
-    assert all(np.array_equal(resumed[i][0], fresh[i][0]) for i in range(3))
+    expected = [fresh.batch(e, i) for e in range(4) for i in range(3)]
+    four = fresh.dataset(epochs=4)
+    assert four.cardinality() == 12
+    assert same_batches(as_numpy(four.as_numpy_iterator()), expected)
+    assert same_batches(as_numpy(four.as_numpy_iterator()), expected)  # again, the same
+    endless = fresh.dataset()
+    assert endless.cardinality() == -1  # tf.data.INFINITE_CARDINALITY
+    assert same_batches(as_numpy(endless.take(12).as_numpy_iterator()), expected)
+    resumed = features.CachedViews(views, labels, 2, None, seed=7, first_epoch=2)
+    assert same_batches(as_numpy(resumed.dataset().take(6).as_numpy_iterator()), expected[6:])
+
+
+def test_fit_on_cached_views_trains_on_each_epochs_batches_in_order(eager):
+    """Through Keras' ``fit`` (steps_per_epoch, validation after each epoch): the model sees
+    exactly the batches of epochs 0, 1, 2 in order; resumed at epoch 2, those of epoch 2."""
+    import keras
+
+    seen: list[np.ndarray] = []
+
+    class Spy(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                seen.append(np.asarray(x))
+            return x
+
+    views = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
+    labels = np.array([0, 1, 0, 1, 1, 0, 1])
+    model = keras.Sequential([keras.Input((3,)), Spy(), keras.layers.Dense(1, "sigmoid")])
+    model.compile("sgd", "binary_crossentropy")
+    for first in (0, 2):
+        seen.clear()
+        train = features.CachedViews(views, labels, 3, None, seed=1, first_epoch=first)
+        val = features.CachedViews([views[0]], labels, 3, None, seed=1, shuffle=False)
+        model.fit(train.dataset(), validation_data=val.dataset(epochs=1), epochs=3,
+                  initial_epoch=first, steps_per_epoch=len(train), shuffle=False, verbose=0)
+        expected = [train.batch(e, i)[0] for e in range(first, 3) for i in range(len(train))]
+        assert len(seen) == len(expected)
+        assert all(np.array_equal(a, b) for a, b in zip(seen, expected, strict=True))
 
 
 def test_phase_one_on_cached_views_trains_the_full_models_own_head(image_folder, tmp_path,

@@ -172,6 +172,7 @@ def test_every_dataset_the_pipeline_hands_on_ends_in_tuned(tmp_path, tuned_datas
     """Options flow downstream, so a dataset's options cannot show that its own last step
     applied the rule: a spy checks that each exit returns (or iterates) what ``tuned`` made."""
     from unfreeze.training import mixing
+    from unfreeze.training.features import CachedViews
 
     made = tuned_datasets
     paths = []
@@ -190,6 +191,8 @@ def test_every_dataset_the_pipeline_hands_on_ends_in_tuned(tmp_path, tuned_datas
         "mixed view": lambda: inputs.make_view_dataset(paths, 8, 2, mixed,
                                                        inputs.view_draws(5, 1),
                                                        partners=partners),
+        "cached views": lambda: CachedViews(np.zeros((1, 5, 3)), np.arange(5) % 2, 2, None,
+                                            seed=0).dataset(),
     }
     for name, make in exits.items():
         assert make() is made[-1], name

@@ -22,15 +22,17 @@ the full model that is saved carries what was trained: nothing is copied or deta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from unfreeze.config.params import INCEPTION_BLOCKS
 from unfreeze.dataset.rows import TrainingData
-from unfreeze.training import activations
+from unfreeze.training import activations, inputs
 from unfreeze.training import model as model_lib
 from unfreeze.training.distribute import batch_sizes
 
@@ -137,21 +139,22 @@ def cached_features(model: keras.Model, extractor: keras.Model, data: TrainingDa
             activations.pooled_rows(pooled, val_acts))
 
 
-class CachedViews(keras.utils.PyDataset):
-    """Batches ``(features, labels, sample_weights)``; epoch ``e`` uses view ``e % K``.
-    With ``targets`` (soft targets, one pair per view), ``(features, targets, weights)``.
+class CachedViews:
+    """Batches ``(features, labels, sample_weights)`` of cached views; epoch ``e`` uses view
+    ``e % K``. With ``targets`` (soft targets, one pair per view), ``(features, targets,
+    weights)``.
 
-    With ``shuffle``, the order of epoch ``e`` depends on ``seed`` and ``e`` only, so a resumed
-    phase (``first_epoch``) sees the same batches as an uninterrupted one. Batch sizes follow
-    :func:`~unfreeze.training.distribute.batch_sizes`: no sample dropped, and no batch smaller
-    than ``replicas``.
+    With ``shuffle``, the order of epoch ``e`` depends on ``seed`` and ``e`` only. Every batch
+    is fixed by its epoch and index alone (:meth:`batch`), so a resumed phase
+    (``first_epoch``) sees the same batches as an uninterrupted one, however far tf.data reads
+    ahead. Batch sizes follow :func:`~unfreeze.training.distribute.batch_sizes`: no sample
+    dropped, and no batch smaller than ``replicas``.
     """
 
-    def __init__(self, views: np.ndarray, labels: np.ndarray, batch_size: int,
+    def __init__(self, views: Sequence[np.ndarray], labels: np.ndarray, batch_size: int,
                  class_weight: dict[int, float] | None, seed: int, first_epoch: int = 0,
                  shuffle: bool = True, replicas: int = 1,
                  targets: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        super().__init__()
         self.views, self.labels = views, np.asarray(labels)
         weights = class_weight or {}  # multi-label: none (positive weights are in the loss)
         self.sample_weights = (np.ones(len(self.labels), np.float32) if self.labels.ndim == 2
@@ -159,27 +162,48 @@ class CachedViews(keras.utils.PyDataset):
                                                dtype=np.float32))
         # soft targets: (targets, sample weights) per view (mixing.view_targets)
         self.targets = list(targets) if targets is not None else None
-        self.seed, self.shuffle = seed, shuffle
-        self.epoch = first_epoch
+        self.seed, self.shuffle, self.first_epoch = seed, shuffle, first_epoch
         self.bounds = np.cumsum([0, *batch_sizes(len(self.labels), batch_size, replicas)])
-        self._order = self._shuffle()
-
-    def _shuffle(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.labels))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
 
     def __len__(self) -> int:
+        """Batches in an epoch."""
         return len(self.bounds) - 1
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = self._order[self.bounds[index]:self.bounds[index + 1]]
-        v = self.epoch % len(self.views)
+    def order(self, epoch: int) -> np.ndarray:
+        """The rows of epoch ``epoch``, in the order its batches take them."""
+        if not self.shuffle:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch ``index`` of epoch ``epoch``."""
+        return self._take(epoch, self.order(epoch), index)
+
+    def _take(self, epoch: int, order: np.ndarray, index: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = order[self.bounds[index]:self.bounds[index + 1]]
+        v = epoch % len(self.views)
         if self.targets is not None:
             targets, weights = self.targets[v]
             return self.views[v][rows], targets[rows], weights[rows]
         return self.views[v][rows], self.labels[rows], self.sample_weights[rows]
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._shuffle()
+    def _batches(self, epochs: int | None) -> Iterator[tuple[np.ndarray, ...]]:
+        for epoch in itertools.islice(itertools.count(self.first_epoch), epochs):
+            order = self.order(epoch)
+            for index in range(len(self)):
+                yield self._take(epoch, order, index)
+
+    def dataset(self, epochs: int | None = None) -> tf.data.Dataset:
+        """The batches of ``epochs`` epochs from ``first_epoch`` on (without end when None),
+        one after another, for ``fit`` (with ``steps_per_epoch=len(self)`` when endless).
+
+        It ends in :func:`~unfreeze.training.inputs.tuned`, like every dataset the package
+        builds, so tf.data's autotuning follows the machine's rule; Keras' own wrapping of a
+        ``PyDataset`` always autotunes.
+        """
+        spec = tuple(tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype))
+                     for a in self.batch(self.first_epoch, 0))
+        ds = tf.data.Dataset.from_generator(lambda: self._batches(epochs), output_signature=spec)
+        count = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * len(self)
+        return inputs.tuned(ds.apply(tf.data.experimental.assert_cardinality(count)))

@@ -42,6 +42,19 @@ class PhasePlan:
     batch: int  # global batch: batch_size per replica times the replicas
 
 
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What ``fit`` takes for one phase: the training and validation datasets, the class
+    weights (None where the batches carry their weights), and the batches of an epoch when
+    the training dataset runs on through every epoch (cached views: each batch is fixed by
+    its epoch and index), None when it is one epoch, reshuffled at each pass."""
+
+    train: object
+    val: object
+    class_weight: dict[int, float] | None
+    steps_per_epoch: int | None = None
+
+
 def class_weights(labels: np.ndarray, n_classes: int, mode: str | None) -> dict[int, float] | None:
     """``balanced`` class weights (n_samples / (n_classes * count)) or None. Multi-label
     labels (multi-hot rows) have none: their weights are per label, in the loss
@@ -98,9 +111,8 @@ def plan_phase(model: keras.Model, phase: PhaseParams, labels: np.ndarray,
 
 def phase_inputs(plan: PhasePlan, model: keras.Model, data: TrainingData, phase: PhaseParams,
                  augment: AugmentParams, image_size: int, seed: int, first_epoch: int,
-                 view_seed: int, share: features.Share | None = None
-                 ) -> tuple[object, object, dict[int, float] | None]:
-    """(training input, validation input, class weights for ``fit``).
+                 view_seed: int, share: features.Share | None = None) -> PhaseInputs:
+    """What ``fit`` takes for the phase (:class:`PhaseInputs`).
 
     Cached views carry their sample weights themselves, and soft targets (label smoothing,
     MixUp, CutMix: :mod:`unfreeze.training.mixing`) carry theirs in every batch; plain image
@@ -117,21 +129,20 @@ def phase_inputs(plan: PhasePlan, model: keras.Model, data: TrainingData, phase:
         views, val = features.cached_features(model, plan.extractor, data, drawn, image_size,
                                               at_cut=isinstance(phase, FinetuneParams),
                                               share=share)
-        return (features.CachedViews(views, data.train.labels, plan.batch, weights, seed,
-                                     first_epoch=first_epoch, replicas=replicas,
-                                     targets=view_targets(spec, data.train.labels, drawn,
-                                                          image_size)),
-                features.CachedViews([val], data.val.labels, plan.batch, None, seed,
-                                     shuffle=False, replicas=replicas,
-                                     targets=view_targets(plain, data.val.labels, [None],
-                                                          image_size)),
-                None)
+        train_views = features.CachedViews(
+            views, data.train.labels, plan.batch, weights, seed, first_epoch=first_epoch,
+            replicas=replicas, targets=view_targets(spec, data.train.labels, drawn, image_size))
+        val_views = features.CachedViews(
+            [val], data.val.labels, plan.batch, None, seed, shuffle=False, replicas=replicas,
+            targets=view_targets(plain, data.val.labels, [None], image_size))
+        return PhaseInputs(train_views.dataset(), val_views.dataset(epochs=1), None,
+                           steps_per_epoch=len(train_views))
     train = inputs.make_dataset(data.train.paths, data.train.labels, image_size, plan.batch,
                                 shuffle=True, seed=seed, augment=augment, keys=data.train.keys,
                                 replicas=replicas, targets=spec)
     val = inputs.make_dataset(data.val.paths, data.val.labels, image_size, plan.batch,
                               keys=data.val.keys, replicas=replicas, targets=plain)
-    return train, val, None if soft else weights
+    return PhaseInputs(train, val, None if soft else weights)
 
 
 def view_targets(spec: mixing.Targets | None, labels: np.ndarray, views: list,
@@ -168,14 +179,12 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     distribute.prepare_fit(plan.trainable, model,
                            *([plan.extractor] if plan.extractor is not None else []))
     first_epoch = (phase.epochs if resumed.stopped else resumed.epochs_done) if resumed else 0
-    train_in, val_in, weights = phase_inputs(
-        plan, model, data, phase, augment, image_size, seed, first_epoch,
-        seed if view_seed is None else view_seed, share)
+    fed = phase_inputs(plan, model, data, phase, augment, image_size, seed, first_epoch,
+                       seed if view_seed is None else view_seed, share)
     feature_seconds = (round(time.perf_counter() - started, 2) if plan.extractor is not None
                        else 0.0)
     with open_live(report_dir) as live:
-        history = train_epochs(plan, train_in, val_in, weights, phase, first_epoch, live,
-                               backup, resumed)
+        history = train_epochs(plan, fed, phase, first_epoch, live, backup, resumed)
         log_rates(live, plan.trainable.optimizer)
         summary = phase_summary(history, phase, plan, model, resumed) | {
             "feature_seconds": feature_seconds,
@@ -186,8 +195,7 @@ def fit_phase(model: keras.Model, data: TrainingData, phase: PhaseParams,
     return summary
 
 
-def train_epochs(plan: PhasePlan, train_in: object, val_in: object,
-                 weights: dict[int, float] | None, phase: PhaseParams, first_epoch: int,
+def train_epochs(plan: PhasePlan, fed: PhaseInputs, phase: PhaseParams, first_epoch: int,
                  live, backup: Backup | None, resumed: Resumed | None) -> dict[str, list[float]]:
     """Run ``fit`` from ``first_epoch`` with logging, early stopping and backups; return the
     history of every epoch of the phase (those before a resume included)."""
@@ -201,8 +209,9 @@ def train_epochs(plan: PhasePlan, train_in: object, val_in: object,
     keeper = BackupCallback(backup, resumed, early) if backup else None
     if keeper:
         callbacks.append(keeper)  # after EarlyStopping: it saves the updated counters
-    history = plan.trainable.fit(train_in, validation_data=val_in, epochs=phase.epochs,
-                                 initial_epoch=first_epoch, class_weight=weights,
+    history = plan.trainable.fit(fed.train, validation_data=fed.val, epochs=phase.epochs,
+                                 steps_per_epoch=fed.steps_per_epoch,
+                                 initial_epoch=first_epoch, class_weight=fed.class_weight,
                                  callbacks=callbacks,
                                  shuffle=False,  # both inputs reshuffle themselves every epoch
                                  verbose=2)

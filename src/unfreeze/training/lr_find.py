@@ -103,7 +103,8 @@ def lr_range_test(trainable: keras.Model, train_input: object, start_lr: float =
                   diverge: float = 4.0, class_weight: dict[int, float] | None = None
                   ) -> LRFindResult:
     """Train ``trainable`` (compiled at a constant rate) one batch of ``train_input`` (what
-    ``fit`` takes; cycled through as often as needed) per step at rates growing exponentially
+    ``fit`` takes: one epoch, cycled through as often as needed, or cached views' dataset
+    without end) per step at rates growing exponentially
     from ``start_lr`` to ``end_lr``; stop early when the smoothed loss diverges.
 
     The weights and optimizer state are restored afterwards (the seed generators of dropout
@@ -193,11 +194,11 @@ def find_for_phase(params: Params, data: TrainingData, phase: str,
         distribute.prepare_fit(plan.trainable, model,
                                *([plan.extractor] if plan.extractor is not None else []))
         seed = params.seed if phase == "head" else params.seed + 1
-        train_in, _, weights = fit.phase_inputs(
+        fed = fit.phase_inputs(
             plan, model, train_only(data, distribute.replicas()), settings, params.augment,
             model.input_shape[1], seed, 0, params.seed)
-        return lr_range_test(plan.trainable, train_in, start_lr, end_lr, steps,
-                             class_weight=weights)
+        return lr_range_test(plan.trainable, fed.train, start_lr, end_lr, steps,
+                             class_weight=fed.class_weight)
 
 
 def run(params_path: Path, splits: Path, phase: str, head_dir: Path, out_dir: Path,
