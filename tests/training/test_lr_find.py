@@ -89,6 +89,8 @@ def test_the_range_test_suggests_rates_inside_the_measured_good_range():
 def test_each_step_records_its_own_batch_loss_cycling_through_the_input():
     import tensorflow as tf
 
+    from unfreeze.training.features import CachedViews
+
     x, y = blobs(1, n=512)
     model = mlp(1)
     model.layers[-1].kernel.assign(np.random.default_rng(1).normal(size=(16, 3)))
@@ -98,6 +100,11 @@ def test_each_step_records_its_own_batch_loss_cycling_through_the_input():
                                    1e-12, 1e-11, 10)
     assert result.stopped == "end" and len(result.losses) == 10
     np.testing.assert_allclose(result.losses, (expected * 3)[:10], rtol=1e-4)  # not a mean
+    # cached views feed fit a dataset without end: the sweep still runs its steps, in order
+    endless = CachedViews([x], y, 128, None, seed=0, shuffle=False).dataset()
+    result = lr_find.lr_range_test(model, endless, 1e-12, 1e-11, 10)
+    assert result.stopped == "end" and len(result.losses) == 10
+    np.testing.assert_allclose(result.losses, (expected * 3)[:10], rtol=1e-4)
 
 
 class FakeOptimizer:

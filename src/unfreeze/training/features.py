@@ -202,7 +202,7 @@ class CachedViews:
         builds, so tf.data's autotuning follows the machine's rule; Keras' own wrapping of a
         ``PyDataset`` always autotunes.
         """
-        spec = tuple(tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype))
+        spec = tuple(tf.TensorSpec((None, *a.shape[1:]), a.dtype)
                      for a in self.batch(self.first_epoch, 0))
         ds = tf.data.Dataset.from_generator(lambda: self._batches(epochs), output_signature=spec)
         count = tf.data.INFINITE_CARDINALITY if epochs is None else epochs * len(self)

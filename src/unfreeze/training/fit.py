@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from unfreeze.config.errors import DataError
@@ -49,8 +50,8 @@ class PhaseInputs:
     the training dataset runs on through every epoch (cached views: each batch is fixed by
     its epoch and index), None when it is one epoch, reshuffled at each pass."""
 
-    train: object
-    val: object
+    train: tf.data.Dataset
+    val: tf.data.Dataset
     class_weight: dict[int, float] | None
     steps_per_epoch: int | None = None
 
@@ -213,7 +214,7 @@ def train_epochs(plan: PhasePlan, fed: PhaseInputs, phase: PhaseParams, first_ep
                                  steps_per_epoch=fed.steps_per_epoch,
                                  initial_epoch=first_epoch, class_weight=fed.class_weight,
                                  callbacks=callbacks,
-                                 shuffle=False,  # both inputs reshuffle themselves every epoch
+                                 shuffle=False,  # each input orders its own batches
                                  verbose=2)
     return keeper.history if keeper else history.history
 

@@ -33,7 +33,8 @@ autotuning rule from the EPYC only so far (``benchmarks/data_autotune.py``):
   elements are the same either way (every map is deterministic). The epochs on cached
   features and activations follow the rule too (``features.CachedViews.dataset``; Keras'
   wrapping of a ``PyDataset``, used before, always autotuned): 3 such epochs of phase two ran
-  1.79x faster off in a first 128-image check. ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the
+  1.67x faster off on the EPYC (20.48 s against 12.23 s, medians; with it on, 4 of 5 rounds
+  took 8 x 2.56 s). ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the
   environment forces it: a speed setting, so not a param (changing it reruns no stage).
 
 ``train.xla: true`` / ``false`` forces every use of a training process (phase one, phase two,

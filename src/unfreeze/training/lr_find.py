@@ -104,8 +104,8 @@ def lr_range_test(trainable: keras.Model, train_input: object, start_lr: float =
                   ) -> LRFindResult:
     """Train ``trainable`` (compiled at a constant rate) one batch of ``train_input`` (what
     ``fit`` takes: one epoch, cycled through as often as needed, or cached views' dataset
-    without end) per step at rates growing exponentially
-    from ``start_lr`` to ``end_lr``; stop early when the smoothed loss diverges.
+    without end) per step at rates growing exponentially from ``start_lr`` to ``end_lr``;
+    stop early when the smoothed loss diverges.
 
     The weights and optimizer state are restored afterwards (the seed generators of dropout
     layers, if any, are not: they have advanced).
