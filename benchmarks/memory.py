@@ -12,8 +12,9 @@ changed, so all k x 2,624 images are distinct (no content is shared through the 
 cache or grouped as a duplicate). Then runs prepare → split → head → finetune → evaluate
 (random init, ``--size`` pixels) and records the wall time and the peak RSS of the largest
 process (ru_maxrss of the waited children). Prints both per factor and, last, the ratios
-to 1x. Each stage process also records its own peak RSS when it exits (a
-``sitecustomize`` on ``PYTHONPATH``), to tell which stage grows.
+to 1x. Each stage process also records its own peak RSS and its peak anonymous memory when
+it exits (a ``sitecustomize`` on ``PYTHONPATH``), to tell which stage grows and whether by
+memory it holds or by file pages of the memory-mapped activation store.
 """
 
 from __future__ import annotations
@@ -85,26 +86,44 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
     return n
 
 
-# Put on PYTHONPATH for the stage processes: each ``stages/<name>.py`` appends its name and
-# peak RSS (KB) to $UNFREEZE_MEMORY_LOG when it exits.
+# Put on PYTHONPATH for the stage processes: each ``stages/<name>.py`` appends its name, its
+# peak RSS (ru_maxrss, KB) and its peak anonymous memory (KB) to $UNFREEZE_MEMORY_LOG when it
+# exits. RSS also counts the file pages a process has mapped and touched, such as the
+# memory-mapped activation store, which the kernel can drop and read again when memory is
+# short; anonymous memory (RssAnon of /proc/self/status, read every 50 ms by a thread) is
+# what the process itself holds. Linux only; elsewhere the anonymous peak is 0.
 SITECUSTOMIZE = """
-import atexit, os, resource, sys
+import atexit, os, resource, sys, threading, time
+_anon = [0]
+def _sample():
+    while True:
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        _anon[0] = max(_anon[0], int(line.split()[1]))
+        except OSError:
+            return
+        time.sleep(0.05)
 def _record():
     script = sys.argv[0] if sys.argv else ""
-    if "stages/" in script and os.environ.get("UNFREEZE_MEMORY_LOG"):
+    if "stages/" in script:
         with open(os.environ["UNFREEZE_MEMORY_LOG"], "a") as out:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out.write(f"{os.path.basename(script)[:-3]} {peak}\\n")
-atexit.register(_record)
+            out.write(f"{os.path.basename(script)[:-3]} {peak} {_anon[0]}\\n")
+if os.environ.get("UNFREEZE_MEMORY_LOG"):
+    threading.Thread(target=_sample, daemon=True).start()
+    atexit.register(_record)
 """
 
 
-def stage_peaks(log: Path) -> dict[str, float]:
-    """The largest peak RSS (GB) each stage recorded in ``log``."""
-    peaks: dict[str, float] = {}
+def stage_peaks(log: Path) -> dict[str, tuple[float, float]]:
+    """The largest (peak RSS, peak anonymous memory) in GB each stage recorded in ``log``."""
+    peaks: dict[str, tuple[float, float]] = {}
     for line in log.read_text().splitlines() if log.is_file() else []:
-        name, kb = line.split()
-        peaks[name] = max(peaks.get(name, 0.0), int(kb) / 1024**2)
+        name, rss, anon = line.split()
+        old = peaks.get(name, (0.0, 0.0))
+        peaks[name] = (max(old[0], int(rss) / 1024**2), max(old[1], int(anon) / 1024**2))
     return peaks
 
 
@@ -149,17 +168,20 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"x{k}: dvc repro failed:\n{stdout[-3000:]}{stderr[-3000:]}")
             peak = int(stderr.split("maxrss_kb")[-1].split()[0]) / 1024**2
-            results[k] = (n, seconds, peak)
-            print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB "
-                  "(per stage: " + ", ".join(
-                      f"{name} {gb:.2f}" for name, gb in stages.items()) + ")", flush=True)
+            anon = max((a for _, a in stages.values()), default=0.0)
+            results[k] = (n, seconds, peak, anon)
+            print(f"{k}x ELPV ({n} images): {seconds:7.1f} s wall, peak RSS {peak:.2f} GB, "
+                  f"peak anonymous {anon:.2f} GB (per stage, RSS / anonymous: " + ", ".join(
+                      f"{name} {rss:.2f} / {a:.2f}" for name, (rss, a) in stages.items())
+                  + ")", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    n1, s1, p1 = results[args.repeats[0]]
-    for k, (n, seconds, peak) in results.items():
+    n1, s1, p1, a1 = results[args.repeats[0]]
+    for k, (n, seconds, peak, anon) in results.items():
         print(f"{k}x over {args.repeats[0]}x: images {n / n1:.1f}x, wall time "
-              f"{seconds / s1:.2f}x, peak RSS {peak / p1:.2f}x")
+              f"{seconds / s1:.2f}x, peak RSS {peak / p1:.2f}x, peak anonymous "
+              f"{anon / a1 if a1 else float('nan'):.2f}x")
 
 
 if __name__ == "__main__":

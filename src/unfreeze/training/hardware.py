@@ -25,17 +25,17 @@ autotuning rule from the EPYC only so far (``benchmarks/data_autotune.py``):
 
 - **tf.data autotuning** of the datasets this package builds (:func:`data_autotune`): on
   with a GPU (TensorFlow's default; not measured here), off on a CPU alone. On the EPYC
-  (2 cores, 96 px, medians of 5 alternating rounds) the evaluation pass from the decoded
-  cache ran 1.51x faster off (5.14 s against 3.39 s): with autotuning on, most passes there
-  ended on multiples of ~2.6 s, the CPU idle in between. Decoding files (1.32x) and a
-  training epoch (1.12x) gained less, from fewer such stalls. With autotuning off,
+  (2 cores, 96 px, two runs, medians of 5 alternating rounds) the evaluation pass from the
+  decoded cache ran 1.51x and 1.55x faster off, and 3 epochs of phase two on cached
+  activations 1.67x; decoding files (1.32x, 1.13x) and a training epoch through the base
+  (1.12x, 1.42x) gained less, and by how much varied from run to run. With autotuning on,
+  most passes there ended on multiples of ~2.56 s, the CPU idle in between; with it off,
   TensorFlow runs each ``AUTOTUNE`` map at a fixed parallelism instead of tuning it. The
   elements are the same either way (every map is deterministic). The epochs on cached
   features and activations follow the rule too (``features.CachedViews.dataset``; Keras'
-  wrapping of a ``PyDataset``, used before, always autotuned): 3 such epochs of phase two ran
-  1.67x faster off on the EPYC (20.48 s against 12.23 s, medians; with it on, 4 of 5 rounds
-  took 8 x 2.56 s). ``UNFREEZE_DATA_AUTOTUNE=1`` / ``0`` in the
-  environment forces it: a speed setting, so not a param (changing it reruns no stage).
+  wrapping of a ``PyDataset``, used before, always autotuned). ``UNFREEZE_DATA_AUTOTUNE=1``
+  or ``0`` in the environment forces it: a speed setting, so not a param (changing it
+  reruns no stage).
 
 ``train.xla: true`` / ``false`` forces every use of a training process (phase one, phase two,
 a CV fold: their passes and predictions included). The ``evaluate`` stage and
