@@ -91,7 +91,8 @@ def project(dest: Path, repeats: int, args: argparse.Namespace) -> int:
 # exits. RSS also counts the file pages a process has mapped and touched, such as the
 # memory-mapped activation store, which the kernel can drop and read again when memory is
 # short; anonymous memory (RssAnon of /proc/self/status, read every 50 ms by a thread) is
-# what the process itself holds. Linux only; elsewhere the anonymous peak is 0.
+# what the process itself holds. Linux only; elsewhere the anonymous peak is 0. Other
+# Python processes (DVC's own) neither sample nor record.
 SITECUSTOMIZE = """
 import atexit, os, resource, sys, threading, time
 _anon = [0]
@@ -106,12 +107,11 @@ def _sample():
             return
         time.sleep(0.05)
 def _record():
-    script = sys.argv[0] if sys.argv else ""
-    if "stages/" in script:
-        with open(os.environ["UNFREEZE_MEMORY_LOG"], "a") as out:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out.write(f"{os.path.basename(script)[:-3]} {peak} {_anon[0]}\\n")
-if os.environ.get("UNFREEZE_MEMORY_LOG"):
+    with open(os.environ["UNFREEZE_MEMORY_LOG"], "a") as out:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out.write(f"{os.path.basename(_script)[:-3]} {peak} {_anon[0]}\\n")
+_script = sys.argv[0] if getattr(sys, "argv", None) else ""
+if "stages/" in _script and os.environ.get("UNFREEZE_MEMORY_LOG"):
     threading.Thread(target=_sample, daemon=True).start()
     atexit.register(_record)
 """
