@@ -24,7 +24,11 @@ on cached activations below the unfrozen block, 1). Each contender runs in its o
 one after the other. Both start from the same InceptionV3
 base weights (with ``--weights null`` one random initialisation, saved and loaded by both)
 on the same ELPV split (train / val / test of ``split_table``). Prints per-phase wall times,
-each model's test accuracy and ROC-AUC and, last, the ratios.
+each model's test accuracy and ROC-AUC and, last, the ratios and each of our models' test
+ROC-AUC minus the classic's with its 95 % interval: the promotion's paired comparison
+(:func:`unfreeze.evaluation.compare.paired_comparison`, a paired class-stratified bootstrap,
+2,000 resamples as ``retrain.bootstrap``) over the same test images, the classic's predictions
+put back in our row order (``flow_from_directory`` reads them class by class).
 
 End to end, each side also pays its process start-ups (``benchmarks/startup.py``, measured in
 the same run): the classic script one (imports and a model build), our pipeline one per
@@ -45,6 +49,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+RESAMPLES = 2000  # paired bootstrap resamples of the test images, as retrain.bootstrap
 
 
 def class_folders(dest: Path, rows: list[dict], root: Path) -> None:
@@ -56,8 +61,10 @@ def class_folders(dest: Path, rows: list[dict], root: Path) -> None:
 
 
 def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_weights: Path,
-            n_classes: int, article_steps: bool) -> tuple[dict[str, float], object, list[int]]:
-    """Run the article's recipe; return phase times, test probabilities and test labels."""
+            n_classes: int, article_steps: bool
+            ) -> tuple[dict[str, float], object, list[int], list[str]]:
+    """Run the article's recipe; return phase times, test probabilities, test labels and the
+    test files in that order (relative to ``folders / "test"``)."""
     import keras
     from keras.applications import InceptionV3
     from keras.layers import Dense, GlobalAveragePooling2D
@@ -116,7 +123,7 @@ def classic(folders: Path, size: int, batch: int, epochs: tuple[int, int], base_
     times["test evaluation"] = time.perf_counter() - started
     print(f"classic recipe: {batches.count} training batches run, "
           f"{len(train_generator) * sum(epochs)} in {sum(epochs)} full epochs", flush=True)
-    return times, probs, list(test_generator.classes)
+    return times, probs, list(test_generator.classes), list(test_generator.filenames)
 
 
 def ours(params, tdata, test_rows, work: Path) -> tuple[dict[str, float], object, float]:
@@ -171,10 +178,13 @@ def contender(args: argparse.Namespace) -> None:
         (work / "limit.json").write_text(json.dumps({"pass": seconds}))
         return
     if args.contender == "classic":
-        times, probs, labels = classic(work / "folders", args.size, args.batch,
-                                       (args.head_epochs, args.finetune_epochs),
-                                       work / "base.weights.h5", len(tdata.classes),
-                                       args.article_steps)
+        times, probs, labels, files = classic(work / "folders", args.size, args.batch,
+                                              (args.head_epochs, args.finetune_epochs),
+                                              work / "base.weights.h5", len(tdata.classes),
+                                              args.article_steps)
+        # each prediction's row in test_rows: the symlink's target is that row's image
+        row = {str(Path(path).resolve()): i for i, path in enumerate(test_rows.paths)}
+        order = [row[str((work / "folders" / "test" / f).resolve())] for f in files]
     else:
         views = int(args.contender.split(":")[1])
         os.environ["UNFREEZE_CACHE_DIR"] = str(work / f"cache{views}")  # starts cold
@@ -185,9 +195,10 @@ def contender(args: argparse.Namespace) -> None:
                          "patience": 0, "cached_views": views,
                          "unfreeze_from": args.unfreeze_from}})
         times, probs, epochs = ours(params, tdata, test_rows, work / f"ours{views}")
-        labels = test_rows.labels.tolist()
+        labels, order = test_rows.labels.tolist(), list(range(len(test_rows.paths)))
     (work / f"{args.contender}.json").write_text(json.dumps(
         {"times": times, "probs": probs.tolist(), "labels": [int(y) for y in labels],
+         "order": order,
          "cached_epochs": epochs if args.contender != "classic" else None}))
 
 
@@ -212,6 +223,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.full:
         args.size, args.head_epochs, args.finetune_epochs = 299, 10, 10
+    args.finetune_views = list(dict.fromkeys(args.finetune_views))  # one run per value
     if args.unfreeze_from.isdigit():
         args.unfreeze_from = int(args.unfreeze_from)
     if args.contender:
@@ -225,7 +237,8 @@ def main() -> None:
     from common import demo_split, machine
     from startup import measure, stage_costs
 
-    from unfreeze.evaluation.metrics import compute_metrics
+    from unfreeze.evaluation.compare import paired_comparison
+    from unfreeze.evaluation.metrics import compute_metrics, positive_index
 
     print(machine(), flush=True)
     splits, tdata, test_rows, root = demo_split()
@@ -257,14 +270,22 @@ def main() -> None:
 
     rows = []
     for name, result in results.items():
+        probs, order = np.asarray(result["probs"]), result["order"]
+        aligned = np.empty_like(probs)  # in test_rows' order
+        aligned[order] = probs
+        labels = np.empty(len(order), dtype=np.int64)
+        labels[order] = result["labels"]
+        if (sorted(order) != list(range(len(test_rows.paths)))
+                or not np.array_equal(labels, test_rows.labels)):
+            raise RuntimeError(f"{name}: its test predictions, put back in test-row order, do "
+                               "not cover each test row once with the split's label")
         # the classic recipe's classes are flow_from_directory's sorted folder names, as ours
-        m = compute_metrics(np.asarray(result["labels"]), np.asarray(result["probs"]),
-                            tdata.classes)
+        m = compute_metrics(labels, aligned, tdata.classes)
         label = ("classic recipe" if name == "classic"
                  else f"ours, finetune.cached_views {name.split(':')[1]}")
-        rows.append((label, result["times"], m))
-    (_, classic_times, classic_metrics), ours_rows = rows[0], rows[1:]
-    for (name, times, m), startup in zip(rows, [classic_startup] + [ours_startup] * len(
+        rows.append((label, result["times"], m, aligned))
+    (_, classic_times, _, classic_probs), ours_rows = rows[0], rows[1:]
+    for (name, times, m, _), startup in zip(rows, [classic_startup] + [ours_startup] * len(
             ours_rows), strict=True):
         print(f"{name:32s} " + "  ".join(f"{k} {v:6.1f} s" for k, v in times.items())
               + f"  total {sum(times.values()):6.1f} s, with start-ups "
@@ -278,14 +299,21 @@ def main() -> None:
               f"{len(tdata.train.paths) + len(tdata.val.paths) + len(test_rows.paths)} images "
               f"{limit:.1f} s + cached epochs {cached:.1f} s + 3 start-ups {ours_startup:.1f} s")
     classic_total = sum(classic_times.values()) + classic_startup
-    for name, times, m in ours_rows:
+    y = np.asarray(test_rows.labels)
+    positive = positive_index(y, tdata.classes, None) if len(tdata.classes) == 2 else None
+    for name, times, _, ours_probs in ours_rows:
+        paired = paired_comparison("roc_auc", y, (ours_probs, ours_probs.argmax(axis=1)),
+                                   (classic_probs, classic_probs.argmax(axis=1)), positive,
+                                   RESAMPLES, 0)
+        ci = paired["ci95"]  # defined: every resample keeps both classes of the test set
         ratios = ", ".join(f"{phase} {classic_times[phase] / times[phase]:.2f}x"
                            for phase in classic_times)
         total = sum(times.values()) + ours_startup
-        gap = m["roc_auc"] - classic_metrics["roc_auc"]
         versus = f"; {total / limit_total:.2f}x the one-pass limit" if cached is not None else ""
         print(f"{name}: speed-up {ratios}; end to end with start-ups "
-              f"{classic_total / total:.2f}x{versus}; test ROC-AUC ours - classic {gap:+.4f}")
+              f"{classic_total / total:.2f}x{versus}; test ROC-AUC ours - classic "
+              f"{paired['difference']:+.4f} [95% CI {ci['low']:+.4f}, {ci['high']:+.4f}; "
+              f"paired bootstrap over the {len(y)} test images, {RESAMPLES} resamples]")
     return None
 
 
