@@ -27,8 +27,9 @@ on the same ELPV split (train / val / test of ``split_table``). Prints per-phase
 each model's test accuracy and ROC-AUC and, last, the ratios and each of our models' test
 ROC-AUC minus the classic's with its 95 % interval: the promotion's paired comparison
 (:func:`unfreeze.evaluation.compare.paired_comparison`, a paired class-stratified bootstrap,
-2,000 resamples as ``retrain.bootstrap``) over the same test images, the classic's predictions
-put back in our row order (``flow_from_directory`` reads them class by class).
+as many resamples as ``retrain.bootstrap``) over the same test images, the classic's
+predictions put back in the test rows' order (``flow_from_directory`` reads them class by
+class).
 
 End to end, each side also pays its process start-ups (``benchmarks/startup.py``, measured in
 the same run): the classic script one (imports and a model build), our pipeline one per
@@ -49,7 +50,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-RESAMPLES = 2000  # paired bootstrap resamples of the test images, as retrain.bootstrap
 
 
 def class_folders(dest: Path, rows: list[dict], root: Path) -> None:
@@ -182,9 +182,14 @@ def contender(args: argparse.Namespace) -> None:
                                               (args.head_epochs, args.finetune_epochs),
                                               work / "base.weights.h5", len(tdata.classes),
                                               args.article_steps)
-        # each prediction's row in test_rows: the symlink's target is that row's image
+        # flow_from_directory reads the test images class by class: put its predictions in
+        # test_rows' order (each symlink's target is one row's image)
         row = {str(Path(path).resolve()): i for i, path in enumerate(test_rows.paths)}
         order = [row[str((work / "folders" / "test" / f).resolve())] for f in files]
+        if sorted(order) != list(range(len(row))):
+            raise RuntimeError("the classic recipe's test files are not the split's test rows")
+        back = sorted(range(len(order)), key=order.__getitem__)  # k-th row's prediction
+        probs, labels = probs[back], [labels[k] for k in back]
     else:
         views = int(args.contender.split(":")[1])
         os.environ["UNFREEZE_CACHE_DIR"] = str(work / f"cache{views}")  # starts cold
@@ -195,10 +200,9 @@ def contender(args: argparse.Namespace) -> None:
                          "patience": 0, "cached_views": views,
                          "unfreeze_from": args.unfreeze_from}})
         times, probs, epochs = ours(params, tdata, test_rows, work / f"ours{views}")
-        labels, order = test_rows.labels.tolist(), list(range(len(test_rows.paths)))
+        labels = test_rows.labels.tolist()
     (work / f"{args.contender}.json").write_text(json.dumps(
         {"times": times, "probs": probs.tolist(), "labels": [int(y) for y in labels],
-         "order": order,
          "cached_epochs": epochs if args.contender != "classic" else None}))
 
 
@@ -237,6 +241,7 @@ def main() -> None:
     from common import demo_split, machine
     from startup import measure, stage_costs
 
+    from unfreeze.config.params import RetrainParams
     from unfreeze.evaluation.compare import paired_comparison
     from unfreeze.evaluation.metrics import compute_metrics, positive_index
 
@@ -270,20 +275,14 @@ def main() -> None:
 
     rows = []
     for name, result in results.items():
-        probs, order = np.asarray(result["probs"]), result["order"]
-        aligned = np.empty_like(probs)  # in test_rows' order
-        aligned[order] = probs
-        labels = np.empty(len(order), dtype=np.int64)
-        labels[order] = result["labels"]
-        if (sorted(order) != list(range(len(test_rows.paths)))
-                or not np.array_equal(labels, test_rows.labels)):
-            raise RuntimeError(f"{name}: its test predictions, put back in test-row order, do "
-                               "not cover each test row once with the split's label")
+        if result["labels"] != test_rows.labels.tolist():  # a paired comparison needs this
+            raise RuntimeError(f"{name}: its test predictions are not in the test rows' order")
+        probs = np.asarray(result["probs"])
         # the classic recipe's classes are flow_from_directory's sorted folder names, as ours
-        m = compute_metrics(labels, aligned, tdata.classes)
+        m = compute_metrics(test_rows.labels, probs, tdata.classes)
         label = ("classic recipe" if name == "classic"
                  else f"ours, finetune.cached_views {name.split(':')[1]}")
-        rows.append((label, result["times"], m, aligned))
+        rows.append((label, result["times"], m, probs))
     (_, classic_times, _, classic_probs), ours_rows = rows[0], rows[1:]
     for (name, times, m, _), startup in zip(rows, [classic_startup] + [ours_startup] * len(
             ours_rows), strict=True):
@@ -301,10 +300,11 @@ def main() -> None:
     classic_total = sum(classic_times.values()) + classic_startup
     y = np.asarray(test_rows.labels)
     positive = positive_index(y, tdata.classes, None) if len(tdata.classes) == 2 else None
+    resamples = RetrainParams().bootstrap  # as the promotion decides
     for name, times, _, ours_probs in ours_rows:
         paired = paired_comparison("roc_auc", y, (ours_probs, ours_probs.argmax(axis=1)),
                                    (classic_probs, classic_probs.argmax(axis=1)), positive,
-                                   RESAMPLES, 0)
+                                   resamples, 0)
         ci = paired["ci95"]  # defined: every resample keeps both classes of the test set
         ratios = ", ".join(f"{phase} {classic_times[phase] / times[phase]:.2f}x"
                            for phase in classic_times)
@@ -313,7 +313,7 @@ def main() -> None:
         print(f"{name}: speed-up {ratios}; end to end with start-ups "
               f"{classic_total / total:.2f}x{versus}; test ROC-AUC ours - classic "
               f"{paired['difference']:+.4f} [95% CI {ci['low']:+.4f}, {ci['high']:+.4f}; "
-              f"paired bootstrap over the {len(y)} test images, {RESAMPLES} resamples]")
+              f"paired bootstrap over the {len(y)} test images, {resamples} resamples]")
     return None
 
 
