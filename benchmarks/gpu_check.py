@@ -64,7 +64,11 @@ def main() -> None:
              for g in gpus]
     print(machine(), "| GPUs:", ", ".join(names) or "none")
     policy = hardware.precision("auto")
-    decisions = ", ".join(f"{use} {hardware.xla(use)}" for use in hardware.USES)
+
+    def xla(use: hardware.Use, replicas: int = 1) -> bool | str:  # as the pipeline: per use, size
+        return hardware.xla(use, replicas=replicas, image_size=args.size)
+
+    decisions = ", ".join(f"{use} {xla(use)}" for use in hardware.USES)
     print(f"precision auto -> {policy}; xla auto per use -> {decisions} ('auto': Keras')")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.images, args.size, args.size, 3)).astype(np.float32)
@@ -79,7 +83,7 @@ def main() -> None:
     model = build()
     extractor, head = features.split_model(model)
     hardware.for_use(extractor, "features")
-    model_lib.compile_for(head, HeadParams(), hardware.xla("head"))
+    model_lib.compile_for(head, HeadParams(), xla("head"))
     pooled = extractor.predict(images, batch_size=batch, verbose=0)
     figures = {
         "phase one, feature pass (frozen base predict)":
@@ -90,11 +94,11 @@ def main() -> None:
     model_lib.unfreeze(model, "mixed9")
     lower, top = features.split_model(model, "mixed9")
     hardware.for_use(lower, "features")
-    model_lib.compile_for(top, FinetuneParams(), hardware.xla("upper"))
+    model_lib.compile_for(top, FinetuneParams(), xla("upper"))
     acts = lower.predict(images, batch_size=batch, verbose=0)
     figures["phase two, cached activations (train)"] = rate(
         lambda: top.fit(acts, labels, batch_size=batch, epochs=1, verbose=0), n)
-    model_lib.compile_for(model, FinetuneParams(), hardware.xla("full"))
+    model_lib.compile_for(model, FinetuneParams(), xla("full"))
     figures["phase two, classic: whole model (train)"] = rate(
         lambda: model.fit(images, labels, batch_size=batch, epochs=1, verbose=0), n)
     hardware.for_use(model, "predict")
@@ -105,7 +109,7 @@ def main() -> None:
             mirrored = build()
             model_lib.unfreeze(mirrored, "mixed9")
             model_lib.compile_for(mirrored, FinetuneParams(),
-                                  hardware.xla("full", replicas=len(gpus)))
+                                  xla("full", replicas=len(gpus)))
         figures[f"phase two, classic, mirrored over {len(gpus)} GPUs (train)"] = rate(
             lambda: mirrored.fit(images, labels, batch_size=batch * len(gpus), epochs=1,
                                  verbose=0), n)
