@@ -69,7 +69,7 @@ def main() -> None:
         return hardware.xla(use, replicas=replicas, image_size=args.size)
 
     decisions = ", ".join(f"{use} {xla(use)}" for use in hardware.USES)
-    print(f"precision auto -> {policy}; xla auto per use -> {decisions} ('auto': Keras')")
+    print(f"precision auto -> {policy}; xla auto per use -> {decisions} ('auto': Keras decides)")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.images, args.size, args.size, 3)).astype(np.float32)
     labels = rng.integers(0, 2, args.images)
