@@ -56,7 +56,7 @@ def main() -> None:
     import tensorflow as tf
 
     from unfreeze.config.params import FinetuneParams, HeadParams, ModelParams
-    from unfreeze.training import features, hardware
+    from unfreeze.training import fit, hardware
     from unfreeze.training import model as model_lib
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -64,11 +64,8 @@ def main() -> None:
              for g in gpus]
     print(machine(), "| GPUs:", ", ".join(names) or "none")
     policy = hardware.precision("auto")
-
-    def xla(use: hardware.Use, replicas: int = 1) -> bool | str:  # as the pipeline: per use, size
-        return hardware.xla(use, replicas=replicas, image_size=args.size)
-
-    decisions = ", ".join(f"{use} {xla(use)}" for use in hardware.USES)
+    decisions = ", ".join(f"{use} {hardware.xla(use, image_size=args.size)}"
+                          for use in hardware.USES)
     print(f"precision auto -> {policy}; xla auto per use -> {decisions} ('auto': Keras decides)")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.images, args.size, args.size, 3)).astype(np.float32)
@@ -81,9 +78,9 @@ def main() -> None:
             return model_lib.build(ModelParams(image_size=args.size, weights=None), 2)
 
     model = build()
-    extractor, head = features.split_model(model)
+    plan = fit.plan_phase(model, HeadParams(), labels)  # split and compiled as the pipeline
+    extractor, head = plan.extractor, plan.trainable
     hardware.for_use(extractor, "features")
-    model_lib.compile_for(head, HeadParams(), xla("head"))
     pooled = extractor.predict(images, batch_size=batch, verbose=0)
     figures = {
         "phase one, feature pass (frozen base predict)":
@@ -92,13 +89,13 @@ def main() -> None:
             rate(lambda: head.fit(pooled, labels, batch_size=batch, epochs=1, verbose=0), n),
     }
     model_lib.unfreeze(model, "mixed9")
-    lower, top = features.split_model(model, "mixed9")
+    plan = fit.plan_phase(model, FinetuneParams(unfreeze_from="mixed9"), labels)
+    lower, top = plan.extractor, plan.trainable
     hardware.for_use(lower, "features")
-    model_lib.compile_for(top, FinetuneParams(), xla("upper"))
     acts = lower.predict(images, batch_size=batch, verbose=0)
     figures["phase two, cached activations (train)"] = rate(
         lambda: top.fit(acts, labels, batch_size=batch, epochs=1, verbose=0), n)
-    model_lib.compile_for(model, FinetuneParams(), xla("full"))
+    fit.compile_phase(model, model, FinetuneParams(), None, labels, "full")
     figures["phase two, classic: whole model (train)"] = rate(
         lambda: model.fit(images, labels, batch_size=batch, epochs=1, verbose=0), n)
     hardware.for_use(model, "predict")
@@ -108,8 +105,7 @@ def main() -> None:
         with tf.distribute.MirroredStrategy().scope():
             mirrored = build()
             model_lib.unfreeze(mirrored, "mixed9")
-            model_lib.compile_for(mirrored, FinetuneParams(),
-                                  xla("full", replicas=len(gpus)))
+            fit.compile_phase(mirrored, mirrored, FinetuneParams(), None, labels, "full")
         figures[f"phase two, classic, mirrored over {len(gpus)} GPUs (train)"] = rate(
             lambda: mirrored.fit(images, labels, batch_size=batch * len(gpus), epochs=1,
                                  verbose=0), n)
