@@ -80,7 +80,7 @@ def main() -> None:
     model = build()
     plan = fit.plan_phase(model, HeadParams(), labels)  # split and compiled as the pipeline
     extractor, head = plan.extractor, plan.trainable
-    hardware.for_use(extractor, "features")
+    hardware.for_use(extractor, "features", args.size)
     pooled = extractor.predict(images, batch_size=batch, verbose=0)
     figures = {
         "phase one, feature pass (frozen base predict)":
@@ -91,14 +91,14 @@ def main() -> None:
     model_lib.unfreeze(model, "mixed9")
     plan = fit.plan_phase(model, FinetuneParams(unfreeze_from="mixed9"), labels)
     lower, top = plan.extractor, plan.trainable
-    hardware.for_use(lower, "features")
+    hardware.for_use(lower, "features", args.size)
     acts = lower.predict(images, batch_size=batch, verbose=0)
     figures["phase two, cached activations (train)"] = rate(
         lambda: top.fit(acts, labels, batch_size=batch, epochs=1, verbose=0), n)
     fit.compile_phase(model, model, FinetuneParams(), None, labels, "full")
     figures["phase two, classic: whole model (train)"] = rate(
         lambda: model.fit(images, labels, batch_size=batch, epochs=1, verbose=0), n)
-    hardware.for_use(model, "predict")
+    hardware.for_use(model, "predict", args.size)
     predict = rate(lambda: model.predict(images, batch_size=batch, verbose=0), n)
     figures["inference (predict)"] = predict
     if len(gpus) >= 2:

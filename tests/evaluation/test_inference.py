@@ -68,5 +68,5 @@ def test_predicting_decoded_images_and_pooling_cached_activations_apply_the_auto
         keras.layers.Flatten()(images)))
     probs = inference.predict_image_views(model, np.zeros((3, 4, 4, 3), np.uint8), 2)
     assert len(made) == 1 and probs[0].shape == (3, 2)
-    pooled = activations.pooled_rows(model, np.zeros((5, 4, 4, 3), np.float32))
+    pooled = activations.pooled_rows(model, np.zeros((5, 4, 4, 3), np.float32), 4)
     assert len(made) == 2 and pooled.shape == (5, 2)

@@ -70,7 +70,7 @@ def test_phase_one_leaves_phase_twos_exact_views_and_phase_two_computes_none(
     assert computed == [] and summary["cached_views"] == 2  # one pass served both phases
 
     extractor, _ = features.split_at(model, "mixed9")  # the lower base never trains
-    store, lower_id = ActivationStore(), activations.identity(extractor)
+    store, lower_id = ActivationStore(), activations.identity(extractor, 75)
     views = activations.views_of(2, params.augment, params.seed)
     assert len(set(views)) == 2 and all(v.augment for v in views)
     for view in views:
@@ -104,12 +104,12 @@ def test_every_listed_change_gives_another_key_and_a_saved_model_the_same(tmp_pa
     model = model_lib.build(params_from_dict(TINY).model, 2)
     store = ActivationStore(DecodedCache(tmp_path / "cache"))
     lower9 = features.split_at(model, "mixed9")[0]
-    lower_id = activations.identity(lower9)
+    lower_id = activations.identity(lower9, 75)
     keys, view = ["a", "b"], View(AugmentParams(), seed=3)
     base = store.key(lower_id, 75, keys, view)
     assert store.key(lower_id, 75, list(keys), View(AugmentParams(), seed=3)) == base
     changed = {
-        "unfreeze_from": store.key(activations.identity(features.split_at(model, "mixed8")[0]),
+        "unfreeze_from": store.key(activations.identity(features.split_at(model, "mixed8")[0], 75),
                                    75, keys, view),
         "image size": store.key(lower_id, 99, keys, view),
         "augmentation": store.key(lower_id, 75, keys, View(
@@ -124,16 +124,16 @@ def test_every_listed_change_gives_another_key_and_a_saved_model_the_same(tmp_pa
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # phase two loads phase one's saved model
-    assert activations.identity(features.split_at(loaded, "mixed9")[0]) == lower_id
+    assert activations.identity(features.split_at(loaded, "mixed9")[0], 75) == lower_id
     conv = next(layer for layer in model_lib.base_of(model).layers if layer.weights)
     kernel = conv.get_weights()
     conv.set_weights([kernel[0] + 1e-3, *kernel[1:]])  # other weights (imagenet / a file)
-    assert activations.identity(lower9) != lower_id
+    assert activations.identity(lower9, 75) != lower_id
     conv.set_weights(kernel)
-    assert activations.identity(lower9) == lower_id
+    assert activations.identity(lower9, 75) == lower_id
     hardware.configure(True)  # train.xla: true compiles the pass: other kernels, other bits
     try:
-        assert activations.identity(lower9) != lower_id
+        assert activations.identity(lower9, 75) != lower_id
     finally:
         hardware.configure("auto")
 
@@ -158,7 +158,7 @@ def test_a_killed_pass_leaves_complete_views_only_and_the_rerun_computes_the_res
         store.views(lower, paths, keys, 75, views)
     files = list((tmp_path / "cache/activations").rglob("*"))
     assert [f.name for f in files if f.is_file()] == [
-        f"{store.key(activations.identity(lower), 75, keys, views[0])}.npy"]
+        f"{store.key(activations.identity(lower, 75), 75, keys, views[0])}.npy"]
 
     monkeypatch.setattr(activations, "compute", real)
     computed = count_computes(monkeypatch)

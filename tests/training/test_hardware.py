@@ -98,12 +98,28 @@ def test_for_use_switches_a_trained_models_prediction_off_xla_on_a_cpu():
     x = np.ones((8, 4), np.float32)
     first = model.predict(x, verbose=0)
     assert model.predict_function is not None and model.jit_compile is True
-    hardware.for_use(model, "predict")
+    hardware.for_use(model, "predict", 299)
     assert model.jit_compile is False and model.predict_function is None  # rebuilt next
     np.testing.assert_allclose(model.predict(x, verbose=0), first, atol=1e-6)
     hardware.configure(True)
-    hardware.for_use(model, "predict")
+    hardware.for_use(model, "predict", 299)
     assert model.jit_compile is True
+
+
+def test_for_use_decides_at_the_images_size_not_the_models_input(monkeypatch):
+    """A pass over activations (a 4 x 4 input) of 150 px images follows the size rule as the
+    pipeline's compiled phases do; here with a rule that compiles prediction on a CPU."""
+    if hardware.this_machine().gpus:
+        pytest.skip("the CPU rule")
+    monkeypatch.setattr(hardware, "CPU_XLA_USES", frozenset({"upper", "predict"}))
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    hardware.for_use(model, "predict", 150)
+    assert model.jit_compile is True
+    hardware.for_use(model, "predict", 96)
+    assert model.jit_compile is False
+    hardware.for_use(model, "features", 150)  # not in the rule at any size
+    assert model.jit_compile is False
 
 
 @pytest.mark.parametrize(("machine", "tuned"), [

@@ -51,7 +51,7 @@ def _views(model, ds, n: int, tta: str) -> list[np.ndarray]:
     """The model's probabilities on each TTA view of the image batches ``ds`` (n images)."""
     import tensorflow as tf
 
-    hardware.for_use(model, "predict")
+    hardware.for_use(model, "predict", model.input_shape[1])
     views = []
     for axes in TTA_VIEWS[tta]:
         view = ds.map(lambda x, axes=axes: tf.reverse(x, list(axes))) if axes else ds

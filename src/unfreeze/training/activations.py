@@ -123,7 +123,7 @@ class ActivationStore:
             distinct = {view: compute(lower, paths, keys, image_size, view, None)
                         for view in dict.fromkeys(views)}
             return [distinct[view] for view in views]
-        lower_id = identity(lower)
+        lower_id = identity(lower, image_size)
         files = {view: self.file(self.key(lower_id, image_size, keys, view)) for view in views}
         with self.cache.locked():  # marked used before anything is computed: kept
             present = {view for view, file in files.items() if _touch(file)}
@@ -146,14 +146,15 @@ class ActivationStore:
         return [out[view] for view in views]
 
 
-def identity(lower: keras.Model) -> str:
+def identity(lower: keras.Model, image_size: int) -> str:
     """What the lower model computes: its weights (by content, in order), the layer it ends
     at, its output shape and dtype (a mixed-precision model computes other numbers), and
-    whether XLA compiles its pass (other kernels, other last bits)."""
+    whether XLA compiles its pass on images of ``image_size`` px (other kernels, other last
+    bits)."""
     return hashlib.sha256(json.dumps({
         "weights": weights_fingerprint(lower), "depth": end_layer(lower)[1],
         "shape": list(lower.output.shape[1:]), "dtype": str(lower.output.dtype),
-        "xla": hardware.xla("features", replicas=replicas_of(lower)),
+        "xla": hardware.xla("features", replicas=replicas_of(lower), image_size=image_size),
     }).encode()).hexdigest()
 
 
@@ -198,7 +199,7 @@ def compute(lower: keras.Model, paths: Sequence[str], keys: Sequence[str] | None
     written out before the next is predicted (atomically to ``file``, then memory-mapped;
     in memory without a file): memory holds one chunk, not the data set."""
     n, shape = len(paths), tuple(lower.output.shape[1:])
-    hardware.for_use(lower, "features")
+    hardware.for_use(lower, "features", image_size)
     draws = inputs.view_draws(n, view.seed) if view.augment else None
     mix = mixing.view_draws(n, view.seed, view.augment) if mixing.mixes(view.augment) else None
     batch, replicas = view_batch(lower), replicas_of(lower)
@@ -243,11 +244,12 @@ def partners_of(paths: Sequence[str], keys: Sequence[str] | None, draws: np.ndar
         None if draws is None else draws[partner], mix.rows(rows))
 
 
-def pooled_rows(pooled: keras.Model, acts: np.ndarray) -> np.ndarray:
-    """``pooled`` over (memory-mapped) activations, chunk by chunk, in batches of
-    :func:`view_batch` cut as :func:`row_chunks` cuts them; in memory (small)."""
+def pooled_rows(pooled: keras.Model, acts: np.ndarray, image_size: int) -> np.ndarray:
+    """``pooled`` over (memory-mapped) activations of images of ``image_size`` px, chunk by
+    chunk, in batches of :func:`view_batch` cut as :func:`row_chunks` cuts them; in memory
+    (small)."""
     batch, replicas = view_batch(pooled), replicas_of(pooled)
-    hardware.for_use(pooled, "features")
+    hardware.for_use(pooled, "features", image_size)
     out = np.empty((len(acts), *pooled.output.shape[1:]), np.float32)
     for rows in row_chunks(len(acts), batch, replicas):
         chunk = tf.data.Dataset.from_tensor_slices(np.asarray(acts[rows]))

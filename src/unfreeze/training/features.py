@@ -135,8 +135,8 @@ def cached_features(model: keras.Model, extractor: keras.Model, data: TrainingDa
     acts = store.views(lower, train.paths, train.keys, image_size, [*views, *share.views])
     val_acts = store.views(lower, val.paths, val.keys, image_size, plain)[0]
     pooled = pooled_from(model, upper)
-    return ([activations.pooled_rows(pooled, acts[i]) for i in range(len(views))],
-            activations.pooled_rows(pooled, val_acts))
+    return ([activations.pooled_rows(pooled, acts[i], image_size) for i in range(len(views))],
+            activations.pooled_rows(pooled, val_acts, image_size))
 
 
 class CachedViews:

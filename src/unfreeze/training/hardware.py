@@ -162,12 +162,13 @@ def configure(setting: bool | str, deterministic: bool = False) -> None:
     _setting, _deterministic = setting, deterministic
 
 
-def for_use(model, use: Use) -> None:
-    """Set ``model``'s XLA for ``use`` before it predicts (an uncompiled or loaded model
-    follows Keras' rule otherwise); its cached predict function is rebuilt on a change."""
+def for_use(model, use: Use, image_size: int) -> None:
+    """Set ``model``'s XLA for ``use`` on images of ``image_size`` px before it predicts (an
+    uncompiled or loaded model follows Keras' rule otherwise); its cached predict function is
+    rebuilt on a change. The size is the images', not ``model``'s input's (activations)."""
     from unfreeze.training.distribute import replicas_of
 
-    wanted = xla(use, replicas=replicas_of(model))
+    wanted = xla(use, replicas=replicas_of(model), image_size=image_size)
     if wanted == "auto":
         return
     if model.jit_compile != wanted:
