@@ -12,7 +12,8 @@ K = TypeVar("K", bound=Hashable)
 
 # CPU flags that change what TensorFlow's CPU kernels can do (oneDNN picks its code path).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-               "amx_bf16", "amx_tile")
+               "amx_bf16", "amx_tile",  # x86
+               "asimd", "sve", "sve2", "bf16", "i8mm")  # Arm (its /proc/cpuinfo Features)
 
 
 def machine() -> str:

@@ -89,6 +89,41 @@ def test_this_machine_reads_the_cpu_and_lists_no_gpu_here():
     assert machine.cpu_model == model and machine.cpu_flags == flags
 
 
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu avx2 fma avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile
+
+processor\t: 1
+model name\t: another
+flags\t\t: fpu
+"""
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 2100.00
+Features\t: fp asimd aes sha2 crc32 atomics sve bf16 i8mm svebf16
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU part\t: 0xd40
+"""
+
+
+@pytest.mark.parametrize(("text", "model", "flags"), [
+    (X86_CPUINFO, "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+     {"fpu", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"}),
+    (ARM_CPUINFO, "Arm CPU (implementer 0x41, part 0xd40)",
+     {"fp", "asimd", "aes", "sha2", "crc32", "atomics", "sve", "bf16", "i8mm", "svebf16"}),
+    ("", "", set()),
+])
+def test_cpuinfo_gives_the_first_cpus_model_and_flags_on_x86_and_arm(text, model, flags):
+    assert hardware.parse_cpuinfo(text) == (model, frozenset(flags))
+
+
+def test_an_amx_xeon_read_from_cpuinfo_gets_bfloat16_and_an_arm_cpu_float32():
+    for text, policy in ((X86_CPUINFO, "mixed_bfloat16"), (ARM_CPUINFO, "float32")):
+        machine = Machine(*hardware.parse_cpuinfo(text))
+        assert hardware.precision("auto", machine) == policy
+
+
 def test_for_use_switches_a_trained_models_prediction_off_xla_on_a_cpu():
     if hardware.this_machine().gpus:
         pytest.skip("the CPU rule")

@@ -79,19 +79,30 @@ class Machine:
 
 @cache
 def cpu() -> tuple[str, frozenset[str]]:
-    """(model name, flags) of this machine's CPU from ``/proc/cpuinfo`` (first entry); the
-    platform's name and no flags where there is none."""
+    """(model name, flags) of this machine's CPU from ``/proc/cpuinfo``
+    (:func:`parse_cpuinfo`); the platform's name and no flags where there is none."""
     import platform
 
-    model, flags = "", None
+    text = ""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and not model:
-                model = value
-            elif key == "flags" and flags is None:
-                flags = frozenset(value.split())
-    return model or platform.processor() or platform.machine(), flags or frozenset()
+        text = Path("/proc/cpuinfo").read_text()
+    model, flags = parse_cpuinfo(text)
+    return model or platform.processor() or platform.machine(), flags
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first CPU in a ``/proc/cpuinfo`` text: x86's ``model name``
+    and ``flags``; on Arm, which has neither, its ``Features`` and the implementer and part
+    numbers that name the core (``""`` and no flags when the text has none of these)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        fields.setdefault(key, value)
+    model = fields.get("model name", "")
+    if not model and "CPU part" in fields:
+        model = (f"Arm CPU (implementer {fields.get('CPU implementer', '?')}, "
+                 f"part {fields['CPU part']})")
+    return model, frozenset(fields.get("flags", fields.get("Features", "")).split())
 
 
 @cache
