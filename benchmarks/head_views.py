@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--weights", default="null")
     args = parser.parse_args()
 
-    from common import demo_split
+    from common import demo_split, machine
 
     from unfreeze.config.params import params_from_dict
     from unfreeze.evaluation.inference import predict
@@ -38,9 +38,10 @@ def main() -> None:
 
     weights = None if args.weights == "null" else args.weights
     _, tdata, test_rows, _ = demo_split()
+    print(machine())
     print(f"ELPV: train {len(tdata.train.paths)} val {len(tdata.val.paths)} "
           f"test {len(test_rows.paths)}; size {args.size}; head epochs {args.epochs} "
-          f"(no early stopping); weights {args.weights}; {os.cpu_count()} CPUs")
+          f"(no early stopping); weights {args.weights}")
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

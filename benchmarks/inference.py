@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    from common import demo_rows
+    from common import demo_rows, machine
 
     from unfreeze.config.params import ModelParams
     from unfreeze.evaluation.inference import predict
@@ -64,7 +64,8 @@ def main() -> None:
         diff = float(np.abs(outputs[name] - outputs["raw model.predict, in memory"]).max())
         print(f"{name:34s} {rate:7.1f} images/s   max |p - p_raw| {diff:.1e}")
     ceiling, cached, decoding = rates.values()
-    print(f"evaluation at {args.size}x{args.size}, batch {args.batch}, {os.cpu_count()} CPUs: "
+    print(machine())
+    print(f"evaluation at {args.size}x{args.size}, batch {args.batch}: "
           f"decoded cache / raw in-memory = {cached / ceiling:.2f}x, "
           f"decoding / raw in-memory = {decoding / ceiling:.2f}x")
 

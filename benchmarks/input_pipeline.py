@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
 
-    from common import demo_rows
+    from common import demo_rows, machine
 
     # Keras 3.15 no longer exports ImageDataGenerator; its code still ships as legacy
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
@@ -84,7 +84,8 @@ def main() -> None:
             print(f"{name:40s} {images} images in {seconds:6.1f} s: "
                   f"{images / seconds:7.1f} images/s")
     base, decoding, cached = results.values()
-    print(f"input pipeline at {args.size}x{args.size}, batch {args.batch}, {os.cpu_count()} CPUs:")
+    print(machine())
+    print(f"input pipeline at {args.size}x{args.size}, batch {args.batch}:")
     print(f"tf.data decoding / ImageDataGenerator = {decoding / base:.2f}x")
     print(f"tf.data decoded cache / ImageDataGenerator = {cached / base:.2f}x")
 

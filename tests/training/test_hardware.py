@@ -113,6 +113,7 @@ CPU part\t: 0xd40
     (ARM_CPUINFO, "Arm CPU (implementer 0x41, part 0xd40)",
      {"fp", "asimd", "aes", "sha2", "crc32", "atomics", "sve", "bf16", "i8mm", "svebf16"}),
     ("", "", set()),
+    ("model name\t:\nflags\t:\nmodel name\t: B\nflags\t: avx2\n", "B", {"avx2"}),  # empty first
 ])
 def test_cpuinfo_gives_the_first_cpus_model_and_flags_on_x86_and_arm(text, model, flags):
     assert hardware.parse_cpuinfo(text) == (model, frozenset(flags))
@@ -155,6 +156,28 @@ def test_for_use_decides_at_the_images_size_not_the_models_input(monkeypatch):
     assert model.jit_compile is False
     hardware.for_use(model, "features", 150)  # not in the rule at any size
     assert model.jit_compile is False
+
+
+def test_the_passes_over_activations_and_predictions_pass_the_images_size(monkeypatch):
+    """pooled_rows (a 4 x 4 activation input) and inference reach the rule with the images'
+    size, here one that compiles features and prediction from 150 px."""
+    if hardware.this_machine().gpus:
+        pytest.skip("the CPU rule")
+    from unfreeze.evaluation import inference
+    from unfreeze.training import activations
+
+    monkeypatch.setattr(hardware, "CPU_XLA_USES", frozenset({"features", "predict"}))
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    acts = np.zeros((3, 4, 4, 3), np.float32)
+    for size, compiled in ((150, True), (96, False)):
+        assert activations.pooled_rows(model, acts, size).shape == (3, 3)
+        assert model.jit_compile is compiled
+    images = keras.Input((None, None, 3))
+    flexible = keras.Model(images, keras.layers.GlobalAveragePooling2D()(images))
+    for size, compiled in ((150, True), (96, False)):
+        inference.predict_image_views(flexible, np.zeros((2, size, size, 3), np.uint8), 2)
+        assert flexible.jit_compile is compiled
 
 
 @pytest.mark.parametrize(("machine", "tuned"), [

@@ -35,7 +35,7 @@ def predict_views(model, paths: list[str], image_size: int, batch_size: int,
     """Probabilities of each test-time view (the first is the image as it is)."""
     ds = make_dataset(paths, None, image_size, batch_size, keys=keys,
                       replicas=replicas_of(model))
-    return _views(model, ds, len(paths), tta)
+    return _views(model, ds, len(paths), image_size, tta)
 
 
 def predict_image_views(model, images: np.ndarray, batch_size: int, tta: str = "none"
@@ -44,14 +44,15 @@ def predict_image_views(model, images: np.ndarray, batch_size: int, tta: str = "
     import tensorflow as tf
 
     ds = tuned(tf.data.Dataset.from_tensor_slices(images.astype(np.float32)).batch(batch_size))
-    return _views(model, ds, len(images), tta)
+    return _views(model, ds, len(images), images.shape[1], tta)
 
 
-def _views(model, ds, n: int, tta: str) -> list[np.ndarray]:
-    """The model's probabilities on each TTA view of the image batches ``ds`` (n images)."""
+def _views(model, ds, n: int, image_size: int, tta: str) -> list[np.ndarray]:
+    """The model's probabilities on each TTA view of the image batches ``ds`` (n images of
+    ``image_size`` px)."""
     import tensorflow as tf
 
-    hardware.for_use(model, "predict", model.input_shape[1])
+    hardware.for_use(model, "predict", image_size)
     views = []
     for axes in TTA_VIEWS[tta]:
         view = ds.map(lambda x, axes=axes: tf.reverse(x, list(axes))) if axes else ds

@@ -97,7 +97,8 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
-        fields.setdefault(key, value)
+        if value:  # the first non-empty value of each field
+            fields.setdefault(key, value)
     model = fields.get("model name", "")
     if not model and "CPU part" in fields:
         model = (f"Arm CPU (implementer {fields.get('CPU implementer', '?')}, "
